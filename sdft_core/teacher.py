@@ -1,0 +1,47 @@
+"""The teacher's weights φ (paper §3, Algorithm 1 line 19, Appendix A.3).
+
+- "ema": φ ← α·θ + (1−α)·φ after every optimizer step; φ is a float32 copy even when the student runs in bf16,
+  because with α = 0.01 a bf16 shadow would round most updates away.
+- "frozen": φ = θ_0, the base model, never updated.
+- "live": φ = θ, the current student (no copy; the paper finds this unstable).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+TEACHER_KINDS = ("ema", "frozen", "live")
+
+
+class Teacher:
+    def __init__(self, student: torch.nn.Module, kind: str = "ema", ema_alpha: float = 0.01):
+        if kind not in TEACHER_KINDS:
+            raise ValueError(f"teacher kind must be one of {TEACHER_KINDS}, got {kind!r}")
+        if not 0.0 < ema_alpha <= 1.0:
+            raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha}")
+        self.kind, self.ema_alpha = kind, ema_alpha
+        if kind == "live":
+            self.model = student
+        else:
+            self.model = copy.deepcopy(student).to(torch.float32)
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    @torch.no_grad()
+    def update(self, student: torch.nn.Module) -> None:
+        """Call after each optimizer step."""
+        if self.kind != "ema":
+            return
+        teacher_params = list(self.model.parameters())
+        student_params = [p.detach().to(torch.float32) for p in student.parameters()]
+        # φ ← φ + α(θ − φ)  ≡  α·θ + (1−α)·φ
+        torch._foreach_lerp_(teacher_params, student_params, self.ema_alpha)
+
+    def state_dict(self) -> dict | None:
+        return None if self.kind == "live" else self.model.state_dict()
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self.kind != "live":
+            self.model.load_state_dict(state)
