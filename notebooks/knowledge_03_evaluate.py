@@ -16,6 +16,7 @@
 results_dir = "results/demo"
 name = "base"
 model_dir = "base"  # "base": the untrained embedded model
+oracle_rag = False  # ask each question with its article in front of it (Table 1, Oracle RAG)
 max_questions = 0  # 0 means all
 max_general_prompts = 0  # 0 means all
 max_new_tokens = 48
@@ -32,8 +33,10 @@ if max_questions:
     questions = {split: qs[:max_questions] for split, qs in questions.items()}
 if max_general_prompts:
     general = general[:max_general_prompts]
+oracle_contexts = {article.id: article.text for article in articles.values()} if oracle_rag else None
 result = evaluate_knowledge_model(model_dir, questions, general, f"{results_dir}/eval/{name}.json",
-                                  max_new_tokens=max_new_tokens, batch_size=batch_size)
+                                  max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  oracle_contexts=oracle_contexts)
 {k: v for k, v in result.items() if k != "records"}
 
 # %%

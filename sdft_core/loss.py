@@ -16,11 +16,21 @@ Estimators of the gradient of the sequence-level reverse KL  KL(π_θ(·|x) ‖ 
 - "rao_blackwell": analytic plus the score-function term Σ_i log π_θ(y_i) · sg(Σ_{t>i} KL_t), whose gradient is ĝ_rb,
   an unbiased estimator of the sequence-level KL gradient.
 Directions of the per-token divergence: "reverse" KL(student‖teacher) as the paper writes it, "forward"
-KL(teacher‖student) as the authors' released code computes it. Only the analytic estimator is defined for forward.
+KL(teacher‖student) as the authors' released code computes it, and "jsd", the generalized Jensen-Shannon divergence
+    JSD_β = β·KL(student ‖ M) + (1−β)·KL(teacher ‖ M),   M = β·teacher + (1−β)·student,
+which is continuous in β and equals the reverse KL at β = 1 and the forward KL at β = 0 (the same end points as TRL's
+`beta`). Only the analytic estimator is defined for forward and JSD.
+
+Top-k approximation (`topk`): the divergence is computed over the k most likely tokens of the support model (the
+student's or the teacher's) plus one "tail" outcome holding the rest of the probability mass. That is a proper
+distribution over k+1 outcomes, so the result is a lower bound of the full-vocabulary divergence that becomes exact
+as the tail vanishes (the approximation used when only top-k log-probs are available, e.g. from vLLM).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -28,18 +38,75 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 ESTIMATORS = ("analytic", "token", "rao_blackwell")
-DIRECTIONS = ("reverse", "forward")
+DIRECTIONS = ("reverse", "forward", "jsd")
+TOPK_SUPPORTS = ("student", "teacher")
 
 Head = Callable[[torch.Tensor], torch.Tensor]
 
 
-def per_token_divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, direction: str) -> torch.Tensor:
-    """Full-vocabulary divergence at each position: [..., V] log-probs → [...]."""
+def _kl(p_logp: torch.Tensor, q_logp: torch.Tensor) -> torch.Tensor:
+    return (p_logp.exp() * (p_logp - q_logp)).sum(-1)
+
+
+def per_token_divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, direction: str,
+                         jsd_beta: float = 0.5) -> torch.Tensor:
+    """Divergence at each position over the last axis: [..., V] log-probs → [...]."""
     if direction == "reverse":
-        return (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
+        return _kl(student_logp, teacher_logp)
     if direction == "forward":
-        return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
+        return _kl(teacher_logp, student_logp)
+    if direction == "jsd":
+        if not 0.0 <= jsd_beta <= 1.0:
+            raise ValueError(f"jsd_beta must be in [0, 1], got {jsd_beta}")
+        if jsd_beta in (0.0, 1.0):  # M equals one of the two: avoid log(0) weights
+            return per_token_divergence(student_logp, teacher_logp, "reverse" if jsd_beta == 1.0 else "forward")
+        mixture = torch.logsumexp(torch.stack([teacher_logp + math.log(jsd_beta),
+                                               student_logp + math.log(1.0 - jsd_beta)]), dim=0)
+        return jsd_beta * _kl(student_logp, mixture) + (1.0 - jsd_beta) * _kl(teacher_logp, mixture)
     raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 − exp(x)) for x ≤ 0, accurate near 0 and near −∞."""
+    x = x.clamp(max=-1e-12)
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def topk_with_tail(student_logp: torch.Tensor, teacher_logp: torch.Tensor, k: int, support: str
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both distributions restricted to the support model's top-k tokens plus a tail outcome: [..., k+1]."""
+    if support not in TOPK_SUPPORTS:
+        raise ValueError(f"topk_support must be one of {TOPK_SUPPORTS}, got {support!r}")
+    indices = (student_logp if support == "student" else teacher_logp).detach().topk(k, dim=-1).indices
+
+    def restrict(logp):
+        top = logp.gather(-1, indices)
+        return torch.cat([top, _log1mexp(torch.logsumexp(top, dim=-1, keepdim=True))], dim=-1)
+
+    return restrict(student_logp), restrict(teacher_logp)
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Which per-position divergence the loss uses (see the module docstring)."""
+
+    direction: str = "reverse"
+    jsd_beta: float = 0.5
+    topk: int | None = None
+    topk_support: str = "teacher"
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.topk_support not in TOPK_SUPPORTS:
+            raise ValueError(f"topk_support must be one of {TOPK_SUPPORTS}, got {self.topk_support!r}")
+        if self.topk is not None and self.topk < 1:
+            raise ValueError(f"topk must be a positive integer or None, got {self.topk}")
+
+    def __call__(self, student_logp: torch.Tensor, teacher_logp: torch.Tensor) -> torch.Tensor:
+        if self.topk is not None and self.topk < student_logp.shape[-1]:
+            student_logp, teacher_logp = topk_with_tail(student_logp, teacher_logp, self.topk, self.topk_support)
+        return per_token_divergence(student_logp, teacher_logp, self.direction, self.jsd_beta)
 
 
 def check_estimator(estimator: str, direction: str) -> None:
@@ -66,14 +133,30 @@ def _log_probs(head: Head, hidden: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
 
 
+def truncated_importance_weights(trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """Per-token ratio π_train(y_t) / q_sampler(y_t), truncated at `cap` and detached (Algorithm 1, line 17).
+
+    The sampler (vLLM, or HF generate with temperature/top-p) and the training forward pass can assign slightly
+    different probabilities to the same token; weighting each token's loss by the ratio corrects the expectation,
+    and truncation bounds the variance (token-level truncated importance sampling)."""
+    return torch.exp(trainer_logp.detach() - sampler_logp).clamp(max=cap)
+
+
 def _distill_chunk(
-    student_hidden, teacher_hidden, tokens, weights, future_kl, student_head, teacher_head, estimator, direction
+    student_hidden, teacher_hidden, tokens, weights, future_kl, sampler_logp, student_head, teacher_head, estimator,
+    divergence_fn: Divergence, is_cap: float | None,
 ):
     student_logp = _log_probs(student_head, student_hidden)
     with torch.no_grad():
         teacher_logp = _log_probs(teacher_head, teacher_hidden)
-    divergence = per_token_divergence(student_logp, teacher_logp, direction)
+    divergence = divergence_fn(student_logp, teacher_logp)
     sampled_student = student_logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    if is_cap is not None:
+        ratio = truncated_importance_weights(sampled_student, sampler_logp, is_cap)
+        weights = weights * ratio
+        is_stats = ((ratio * (weights > 0)).sum(), ((ratio >= is_cap) & (weights > 0)).sum().float())
+    else:
+        is_stats = (torch.zeros(()), torch.zeros(()))
     if estimator == "analytic":
         per_token = divergence
     elif estimator == "token":
@@ -81,7 +164,7 @@ def _distill_chunk(
         per_token = (sampled_student - sampled_teacher).detach() * sampled_student
     else:  # rao_blackwell
         per_token = divergence + future_kl * sampled_student
-    return (per_token * weights).sum(), (divergence.detach() * weights).sum()
+    return (per_token * weights).sum(), (divergence.detach() * weights).sum(), *is_stats
 
 
 def _run_chunked(fn, chunk_size: int | None, sequence_tensors: list[torch.Tensor], *constants):
@@ -100,14 +183,15 @@ def _run_chunked(fn, chunk_size: int | None, sequence_tensors: list[torch.Tensor
 
 @torch.no_grad()
 def stepwise_divergence(
-    student_hidden, teacher_hidden, student_head: Head, teacher_head: Head, direction: str, chunk_size: int | None
+    student_hidden, teacher_hidden, student_head: Head, teacher_head: Head,
+    divergence_fn: Divergence = Divergence(), chunk_size: int | None = 128,
 ) -> torch.Tensor:
-    """KL_t at every position, [B, T], without gradient (used for the Rao-Blackwell returns and for logging)."""
+    """The divergence at every position, [B, T], without gradient (Rao-Blackwell returns, evaluation)."""
     out = []
     for part in _chunks(student_hidden.shape[1], chunk_size):
         student_logp = _log_probs(student_head, student_hidden[:, part])
         teacher_logp = _log_probs(teacher_head, teacher_hidden[:, part])
-        out.append(per_token_divergence(student_logp, teacher_logp, direction))
+        out.append(divergence_fn(student_logp, teacher_logp))
     return torch.cat(out, dim=1)
 
 
@@ -119,29 +203,39 @@ def distillation_loss(
     student_head: Head,
     teacher_head: Head,
     estimator: str = "analytic",
-    direction: str = "reverse",
+    divergence_fn: Divergence = Divergence(),
     chunk_size: int | None = 128,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (surrogate loss summed over weighted tokens, summed per-token divergence for logging).
+    sampler_logp: torch.Tensor | None = None,
+    is_cap: float = 2.0,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Return (surrogate loss summed over weighted tokens, summed per-token divergence, importance-sampling stats).
 
     The surrogate's gradient is the chosen estimator; for "analytic" its value is also the summed divergence.
     chunk_size=None computes all positions at once (the unchunked reference).
+    sampler_logp: log q(y_t) from the sampler; when given, each token's loss is weighted by the truncated ratio
+    π_θ(y_t)/q(y_t) (cap `is_cap`), and the stats report the ratios' sum and how many hit the cap.
     """
-    check_estimator(estimator, direction)
+    check_estimator(estimator, divergence_fn.direction)
     teacher_hidden = teacher_hidden.detach()
     weights = weights.to(torch.float32)
     if estimator == "rao_blackwell":
-        kl = stepwise_divergence(student_hidden.detach(), teacher_hidden, student_head, teacher_head, direction,
+        kl = stepwise_divergence(student_hidden.detach(), teacher_hidden, student_head, teacher_head, divergence_fn,
                                  chunk_size) * weights
         # Σ_{t>i} KL_t: the return that multiplies ∇log π_θ(y_i).
         future_kl = kl.flip(1).cumsum(1).flip(1) - kl
     else:
         future_kl = torch.zeros_like(weights)
 
-    def chunk_fn(s_hidden, t_hidden, tok, w, fut):
-        return _distill_chunk(s_hidden, t_hidden, tok, w, fut, student_head, teacher_head, estimator, direction)
+    use_is = sampler_logp is not None
+    sampler_logp = sampler_logp.to(torch.float32) if use_is else torch.zeros_like(weights)
 
-    return _run_chunked(chunk_fn, chunk_size, [student_hidden, teacher_hidden, tokens, weights, future_kl])
+    def chunk_fn(s_hidden, t_hidden, tok, w, fut, q_logp):
+        return _distill_chunk(s_hidden, t_hidden, tok, w, fut, q_logp, student_head, teacher_head, estimator,
+                              divergence_fn, is_cap if use_is else None)
+
+    loss, divergence, ratio_sum, capped = _run_chunked(
+        chunk_fn, chunk_size, [student_hidden, teacher_hidden, tokens, weights, future_kl, sampler_logp])
+    return loss, divergence, {"is_ratio_sum": ratio_sum.item(), "is_capped": capped.item()}
 
 
 def likelihood_loss(

@@ -25,17 +25,20 @@ PAPER_TEACHER_TEMPLATE = (
 # question as the student sees it (text-only variant) or the paper's template (answer and text+answer variants).
 CONTEXT_PREFIX = "{context}\n\n"
 
-TEACHER_CONTEXTS = ("demonstration", "context", "context_and_demonstration")
+TEACHER_CONTEXTS = ("demonstration", "context", "context_and_demonstration", "prompt")
 
 
 def teacher_message(example: Example, teacher_context: str = "demonstration") -> str:
     """The user turn of the teacher context, as plain text.
 
     teacher_context: "demonstration" (the paper's default for skill learning: question + demonstration),
-    "context" (source text + question; Fig. 7 "text"), "context_and_demonstration" (Fig. 7 "both", the paper's best).
+    "context" (source text + question; Fig. 7 "text"), "context_and_demonstration" (Fig. 7 "both", the paper's best),
+    "prompt" (exactly the student's context: on-policy distillation from another model, as in re-invocation).
     """
     if teacher_context not in TEACHER_CONTEXTS:
         raise ValueError(f"teacher_context must be one of {TEACHER_CONTEXTS}, got {teacher_context!r}")
+    if teacher_context == "prompt":
+        return example.prompt
     if teacher_context == "demonstration":
         return PAPER_TEACHER_TEMPLATE.format(question=example.prompt, demonstration=example.demonstration)
     if example.context is None:
@@ -107,9 +110,9 @@ def teacher_prompt_ids(
     original_length = len(ids)
     if original_length <= max_tokens:
         return ids
-    if teacher_context != "demonstration":
+    if teacher_context in ("context", "context_and_demonstration"):
         context, ids = shorten(context, lambda text: ids_for(text, demonstration))
-    if len(ids) > max_tokens and teacher_context != "context":
+    if len(ids) > max_tokens and teacher_context in ("demonstration", "context_and_demonstration"):
         demonstration, ids = shorten(demonstration, lambda text: ids_for(context, text))
     if len(ids) > max_tokens:
         raise ValueError(

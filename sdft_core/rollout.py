@@ -21,6 +21,7 @@ class Batch:
     prompt_mask: torch.Tensor  # [B, P] 1 for real prompt tokens
     completion_ids: torch.Tensor  # [B, T]
     completion_mask: torch.Tensor  # [B, T] 1 up to and including the first EOS
+    sampler_logprobs: torch.Tensor | None = None  # [B, T] log q(y_t) of the distribution actually sampled from
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -73,8 +74,13 @@ def generate(
     max_new_tokens: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    return_logprobs: bool = False,
 ) -> Batch:
-    """Sample one completion per prompt (temperature 0 = greedy). Uses the global torch RNG, so seeding is external."""
+    """Sample one completion per prompt (temperature 0 = greedy). Uses the global torch RNG, so seeding is external.
+
+    return_logprobs: also return the log-probability of each sampled token under the sampling distribution (after
+    temperature and top-p), for importance-sampling correction.
+    """
     device = next(model.parameters()).device
     prompt_ids, prompt_mask = left_pad(prompts, tokenizer.pad_token_id)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
@@ -85,10 +91,15 @@ def generate(
     model.eval()
     output = model.generate(
         input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids, **sampling,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids, output_scores=return_logprobs,
+        return_dict_in_generate=True, **sampling,
     )
     model.train(was_training)
-    completion_ids = output[:, prompt_ids.shape[1]:]
+    completion_ids = output.sequences[:, prompt_ids.shape[1]:]
     if completion_ids.shape[1] == 0:
         completion_ids = torch.full((len(prompts), 1), tokenizer.pad_token_id, dtype=torch.long, device=device)
-    return Batch(prompt_ids, prompt_mask, completion_ids, completion_mask(completion_ids, eos_ids))
+    logprobs = None
+    if return_logprobs and output.scores:
+        scores = torch.stack(output.scores, dim=1).float()  # processed logits: what was sampled from
+        logprobs = torch.log_softmax(scores, -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    return Batch(prompt_ids, prompt_mask, completion_ids, completion_mask(completion_ids, eos_ids), logprobs)

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from sdft_core.config import TrainConfig
+from sdft_core.config import TEACHER_METHODS, TrainConfig
 from sdft_core.data import Example
 from sdft_core.io import atomic_write, fingerprint, read_json, write_json, write_jsonl
 from sdft_core.loss import distillation_loss, likelihood_loss
@@ -80,73 +80,90 @@ def _check_finite(loss: torch.Tensor, step: int, method: str, output_dir: Path) 
         )
 
 
-def sdft_step(student, teacher: Teacher, tokenizer, student_prompts, teacher_prompts, config: TrainConfig,
-              step: int, output_dir: Path) -> dict:
-    """Rollouts for the whole batch first (so the token count for normalisation is known), then one
-    forward/backward per micro-batch. Returns step metrics."""
+def _groups(size: int, micro_batch_size: int) -> list[slice]:
+    return [slice(i, i + micro_batch_size) for i in range(0, size, micro_batch_size)]
+
+
+def _autocast(config: TrainConfig):
+    return torch.autocast(device_type=config.device, dtype=torch.bfloat16) if config.dtype == "bfloat16" else nullcontext()
+
+
+def _fixed_batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int, device) -> Batch:
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id)
+    completion_ids, completion_mask_ = right_pad(completions, pad_id)
+    return Batch(prompt_ids.to(device), prompt_mask.to(device), completion_ids.to(device), completion_mask_.to(device))
+
+
+def distillation_step(student, teacher: Teacher, tokenizer, student_prompts, teacher_prompts, config: TrainConfig,
+                      step: int, output_dir: Path, fixed_completions: list[list[int]] | None = None) -> dict:
+    """SDFT (Algorithm 1 lines 3–18) when `fixed_completions` is None: sample from the student, then score the samples
+    under the teacher's context and the student's. Offline distillation passes teacher samples instead.
+
+    All completions of the batch come first (so the token count for normalisation is known), then one
+    forward/backward per micro-batch. Returns the step's metrics."""
     started = time.perf_counter()
-    size = config.micro_batch_size
-    groups = [slice(i, i + size) for i in range(0, len(student_prompts), size)]
-    rollouts = [generate(student, tokenizer, student_prompts[g], config.max_new_tokens, config.temperature,
-                         config.top_p) for g in groups]
-    weights = [loss_weights(r.completion_mask, config.mask_first_tokens) for r in rollouts]
+    groups = _groups(len(student_prompts), config.micro_batch_size)
+    device = next(student.parameters()).device
+    if fixed_completions is None:
+        batches = [generate(student, tokenizer, student_prompts[g], config.max_new_tokens, config.temperature,
+                            config.top_p, return_logprobs=config.importance_sampling) for g in groups]
+    else:
+        batches = [_fixed_batch(student_prompts[g], fixed_completions[g], tokenizer.pad_token_id, device)
+                   for g in groups]
+    weights = [loss_weights(b.completion_mask, config.mask_first_tokens) for b in batches]
     normalizer = sum(w.sum() for w in weights) if config.normalize == "tokens" else float(len(student_prompts))
     normalizer = max(float(normalizer), 1.0)
-    rolled_out = time.perf_counter()
+    sampled = time.perf_counter()
 
-    autocast = (torch.autocast(device_type=config.device, dtype=torch.bfloat16)
-                if config.dtype == "bfloat16" else nullcontext())
-    loss_total = divergence_total = 0.0
-    teacher_seconds = 0.0
-    for group, rollout, weight in zip(groups, rollouts, weights):
+    loss_total = divergence_total = teacher_seconds = ratio_sum = capped = 0.0
+    for group, batch, weight in zip(groups, batches, weights):
         teacher_started = time.perf_counter()
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), _autocast(config):
             teacher_hidden = completion_hidden(
-                teacher.model, with_teacher_prompts(rollout, teacher_prompts[group], tokenizer.pad_token_id))
+                teacher.model, with_teacher_prompts(batch, teacher_prompts[group], tokenizer.pad_token_id))
         teacher_seconds += time.perf_counter() - teacher_started
-        with autocast:
-            student_hidden = completion_hidden(student, rollout)
-            loss, divergence = distillation_loss(
-                student_hidden, teacher_hidden, rollout.completion_ids, weight,
+        with _autocast(config):
+            loss, divergence, importance = distillation_loss(
+                completion_hidden(student, batch), teacher_hidden, batch.completion_ids, weight,
                 student.get_output_embeddings(), teacher.model.get_output_embeddings(),
-                estimator=config.estimator, direction=config.direction, chunk_size=config.loss_chunk_size)
-        _check_finite(loss, step, "sdft", output_dir)
+                estimator=config.estimator, divergence_fn=config.divergence(), chunk_size=config.loss_chunk_size,
+                sampler_logp=batch.sampler_logprobs if config.importance_sampling else None, is_cap=config.is_cap)
+        _check_finite(loss, step, config.method, output_dir)
         (loss / normalizer).backward()
         loss_total += loss.item()
         divergence_total += divergence.item()
+        ratio_sum += importance["is_ratio_sum"]
+        capped += importance["is_capped"]
     tokens = float(sum(w.sum() for w in weights))
-    lengths = torch.cat([r.completion_mask.sum(1) for r in rollouts]).float()
+    lengths = torch.cat([b.completion_mask.sum(1) for b in batches]).float()
     eos_ids = torch.tensor(eos_token_ids(student, tokenizer))
-    stopped = torch.cat([torch.isin(r.completion_ids.gather(1, r.completion_mask.sum(1, keepdim=True) - 1).cpu(),
-                                    eos_ids) for r in rollouts]).float()
+    last_tokens = torch.cat([b.completion_ids.gather(1, b.completion_mask.sum(1, keepdim=True) - 1).cpu()
+                             for b in batches])
+    importance_stats = ({"is_ratio_mean": ratio_sum / max(tokens, 1.0), "is_capped_fraction": capped / max(tokens, 1.0)}
+                        if config.importance_sampling else {})
     return {
+        **importance_stats,
         "loss": loss_total / normalizer,
         "kl_per_token": divergence_total / max(tokens, 1.0),
         "loss_tokens": tokens,
         "completion_length": lengths.mean().item(),
-        "stopped_fraction": stopped.mean().item(),
-        "seconds_rollout": rolled_out - started,
+        "stopped_fraction": torch.isin(last_tokens, eos_ids).float().mean().item(),
+        "seconds_rollout": sampled - started,
         "seconds_teacher": teacher_seconds,
-        "seconds_student": time.perf_counter() - rolled_out - teacher_seconds,
+        "seconds_student": time.perf_counter() - sampled - teacher_seconds,
     }
 
 
 def likelihood_step(student, tokenizer, student_prompts, targets, config: TrainConfig, step: int,
                     output_dir: Path) -> dict:
-    """SFT / DFT: next-token loss on the demonstration (+ EOS) after the student prompt."""
+    """SFT / DFT / CPT: next-token loss on the targets after the student prompt."""
     started = time.perf_counter()
-    size = config.micro_batch_size
-    groups = [slice(i, i + size) for i in range(0, len(student_prompts), size)]
-    normalizer = (sum(len(t) for t in targets) if config.normalize == "tokens" else len(targets))
-    autocast = (torch.autocast(device_type=config.device, dtype=torch.bfloat16)
-                if config.dtype == "bfloat16" else nullcontext())
+    normalizer = sum(len(t) for t in targets) if config.normalize == "tokens" else len(targets)
     device = next(student.parameters()).device
     loss_total = nll_total = 0.0
-    for group in groups:
-        prompt_ids, prompt_mask = left_pad(student_prompts[group], tokenizer.pad_token_id)
-        target_ids, target_mask = right_pad(targets[group], tokenizer.pad_token_id)
-        batch = Batch(prompt_ids.to(device), prompt_mask.to(device), target_ids.to(device), target_mask.to(device))
-        with autocast:
+    for group in _groups(len(student_prompts), config.micro_batch_size):
+        batch = _fixed_batch(student_prompts[group], targets[group], tokenizer.pad_token_id, device)
+        with _autocast(config):
             loss, nll = likelihood_loss(completion_hidden(student, batch), batch.completion_ids,
                                         batch.completion_mask, student.get_output_embeddings(),
                                         dft=config.method == "dft", chunk_size=config.loss_chunk_size)
@@ -190,6 +207,24 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
     return [row for row in rows if row["step"] <= up_to_step]
 
 
+def teacher_samples(teacher_model, tokenizer, examples, teacher_prompts, config: TrainConfig, cache: Path,
+                    run_id: str) -> list[list[int]]:
+    """One sample per example from the teacher's context (for offline distillation and SFT on teacher samples;
+    paper §4.5). Generated in fixed batches of 8 from `config.seed`, so both offline methods see the same samples;
+    cached in the run folder so a resumed run reuses them."""
+    if cache.exists() and read_json(cache)["run_id"] == run_id:
+        return [row["tokens"] for row in read_json(cache)["samples"]]
+    torch.manual_seed(config.seed)
+    samples: list[list[int]] = []
+    for group in tqdm(_groups(len(examples), 8), desc="teacher samples", mininterval=2.0, ncols=100):
+        batch = generate(teacher_model, tokenizer, teacher_prompts[group], config.max_new_tokens, config.temperature,
+                         config.top_p)
+        samples += [batch.completion_ids[i][batch.completion_mask[i].bool()].tolist() for i in range(len(batch.completion_ids))]
+    write_json(cache, {"run_id": run_id, "samples": [
+        {"id": e.id, "tokens": t, "text": tokenizer.decode(t, skip_special_tokens=True)} for e, t in zip(examples, samples)]})
+    return samples
+
+
 def run_id_for(config: TrainConfig, examples: list[Example]) -> str:
     return fingerprint(dataclasses.asdict(config), [dataclasses.asdict(e) for e in examples])
 
@@ -219,22 +254,32 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
     if config.gradient_checkpointing:
         student.gradient_checkpointing_enable()
     student.train()
-    teacher = Teacher(student, config.teacher_kind, config.ema_alpha) if config.method == "sdft" else None
+    teacher = None
+    if config.method in TEACHER_METHODS:
+        initial = load_model(config.teacher_model, "float32", config.device) if config.teacher_model else student
+        teacher = Teacher(initial, config.teacher_kind, config.ema_alpha)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     order = data_order(len(examples), config.epochs, config.seed)
     total_steps = math.ceil(len(order) / config.batch_size)
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps), total_steps)
 
     truncation = TruncationCounter()
-    student_prompts = [student_prompt_ids(tokenizer, e, config.max_prompt_tokens) for e in examples]
-    if config.method == "sdft":
+    if config.method == "cpt":  # raw documents: a single document-start token stands in for the prompt
+        student_prompts = [[tokenizer.bos_token_id or tokenizer.eos_token_id] for _ in examples]
+    else:
+        student_prompts = [student_prompt_ids(tokenizer, e, config.max_prompt_tokens) for e in examples]
+    if teacher:
         teacher_prompts = [teacher_prompt_ids(tokenizer, e, config.max_teacher_prompt_tokens,
                                               config.teacher_context, truncation) for e in examples]
         if truncation.truncated:
             print(f"[sdft] warning: {truncation.truncated} of {len(examples)} teacher prompts were longer than "
                   f"max_teacher_prompt_tokens={config.max_teacher_prompt_tokens} and were shortened "
                   f"({truncation.tokens_removed} tokens of privileged text removed in total).")
-    else:
+    if config.method in ("offline_distill", "sft_teacher_samples"):
+        targets = teacher_samples(teacher.model, tokenizer, examples, teacher_prompts, config,
+                                  output_dir / "teacher_samples.json", run_id)
+        torch.manual_seed(config.seed)  # training randomness does not depend on how the samples were made
+    elif config.method != "sdft":
         targets = [encode(tokenizer, e.demonstration) + [tokenizer.eos_token_id] for e in examples]
 
     write_json(output_dir / "config.json", {"run_id": run_id, "num_examples": len(examples),
@@ -253,9 +298,10 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
     for step in bar:
         step_started = time.perf_counter()
         indices = order[step * config.batch_size : (step + 1) * config.batch_size]
-        if config.method == "sdft":
-            row = sdft_step(student, teacher, tokenizer, [student_prompts[i] for i in indices],
-                            [teacher_prompts[i] for i in indices], config, step + 1, output_dir)
+        if config.method in ("sdft", "offline_distill"):
+            row = distillation_step(student, teacher, tokenizer, [student_prompts[i] for i in indices],
+                                    [teacher_prompts[i] for i in indices], config, step + 1, output_dir,
+                                    [targets[i] for i in indices] if config.method == "offline_distill" else None)
         else:
             row = likelihood_step(student, tokenizer, [student_prompts[i] for i in indices],
                                   [targets[i] for i in indices], config, step + 1, output_dir)

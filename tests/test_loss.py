@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sdft_core.loss import distillation_loss, likelihood_loss, per_token_divergence
+from sdft_core.loss import Divergence, distillation_loss, likelihood_loss, per_token_divergence, topk_with_tail
 
 VOCAB, HORIZON, HIDDEN = 3, 3, 4
 
@@ -55,9 +55,9 @@ def expected_estimator_gradient(student: ToyPolicy, teacher: ToyPolicy, estimato
     loss_per_sequence = []
     for index in range(sequences.shape[0]):
         one = sequences[index : index + 1]
-        loss, _ = distillation_loss(
+        loss, *_ = distillation_loss(
             student.hidden(one), teacher.hidden(one).detach(), one, torch.ones(1, HORIZON, dtype=torch.float64),
-            student.head, teacher.head, estimator=estimator, direction="reverse", chunk_size=None,
+            student.head, teacher.head, estimator=estimator, chunk_size=None,
         )
         loss_per_sequence.append(loss)
     expected = (probability * torch.stack(loss_per_sequence)).sum()
@@ -88,7 +88,7 @@ def test_analytic_gradient_matches_the_paper_formula():
     # ĝ_analytic = Σ_t Σ_v π_θ(v) log(π_θ(v)/π(v)) ∇log π_θ(v), written out for one sampled sequence.
     student, teacher = ToyPolicy(seed=2), ToyPolicy(seed=3)
     sequence = torch.tensor([[2, 0, 1]])
-    loss, _ = distillation_loss(
+    loss, *_ = distillation_loss(
         student.hidden(sequence), teacher.hidden(sequence).detach(), sequence,
         torch.ones(1, HORIZON, dtype=torch.float64), student.head, teacher.head, chunk_size=None,
     )
@@ -139,13 +139,14 @@ def random_problem(seed: int, batch=3, length=11, hidden=8, vocab=13):
 
 
 @pytest.mark.parametrize("estimator,direction", [
-    ("analytic", "reverse"), ("analytic", "forward"), ("token", "reverse"), ("rao_blackwell", "reverse")])
+    ("analytic", "reverse"), ("analytic", "forward"), ("analytic", "jsd"), ("token", "reverse"),
+    ("rao_blackwell", "reverse")])
 def test_chunked_loss_and_gradient_equal_unchunked(estimator, direction):
     results = []
     for chunk_size in (None, 4):
         student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head = random_problem(seed=5)
-        loss, divergence = distillation_loss(student_hidden, teacher_hidden, tokens, weights, student_head,
-                                             teacher_head, estimator=estimator, direction=direction,
+        loss, divergence, _ = distillation_loss(student_hidden, teacher_hidden, tokens, weights, student_head,
+                                             teacher_head, estimator=estimator, divergence_fn=Divergence(direction),
                                              chunk_size=chunk_size)
         loss.backward()
         results.append((loss.detach(), divergence, student_hidden.grad, student_head.weight.grad))
@@ -155,7 +156,7 @@ def test_chunked_loss_and_gradient_equal_unchunked(estimator, direction):
 
 def test_analytic_loss_value_is_the_weighted_sum_of_per_token_kl():
     student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head = random_problem(seed=7)
-    loss, divergence = distillation_loss(student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head,
+    loss, divergence, _ = distillation_loss(student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head,
                                          chunk_size=4)
     p_student = F.softmax(student_head(student_hidden).double(), -1)
     p_teacher = F.softmax(teacher_head(teacher_hidden).double(), -1)
@@ -166,8 +167,7 @@ def test_analytic_loss_value_is_the_weighted_sum_of_per_token_kl():
 
 def test_estimators_other_than_analytic_refuse_forward_kl():
     with pytest.raises(ValueError, match="not defined for direction='forward'"):
-        distillation_loss(*random_problem(seed=1)[:4], *random_problem(seed=1)[4:], estimator="token",
-                          direction="forward")
+        distillation_loss(*random_problem(seed=1), estimator="token", divergence_fn=Divergence("forward"))
 
 
 @pytest.mark.parametrize("dft", [False, True])
@@ -178,3 +178,82 @@ def test_likelihood_loss_matches_cross_entropy_and_dft_weighting(dft):
     scale = token_logp.detach().exp() if dft else torch.ones_like(token_logp)
     torch.testing.assert_close(loss, (-scale * token_logp * weights).sum())
     torch.testing.assert_close(nll, (-token_logp * weights).sum().detach())
+
+
+def test_jsd_matches_brute_force_and_meets_both_kl_directions_at_its_ends():
+    generator = torch.Generator().manual_seed(4)
+    student_logp = F.log_softmax(2 * torch.randn(5, 9, generator=generator, dtype=torch.float64), -1)
+    teacher_logp = F.log_softmax(2 * torch.randn(5, 9, generator=generator, dtype=torch.float64), -1)
+    p_student, p_teacher = student_logp.exp(), teacher_logp.exp()
+    for beta in (0.1, 0.5, 0.9):
+        mixture = beta * p_teacher + (1 - beta) * p_student
+        expected = beta * brute_force_kl(p_student, mixture) + (1 - beta) * brute_force_kl(p_teacher, mixture)
+        torch.testing.assert_close(per_token_divergence(student_logp, teacher_logp, "jsd", beta), expected)
+    reverse = per_token_divergence(student_logp, teacher_logp, "reverse")
+    forward = per_token_divergence(student_logp, teacher_logp, "forward")
+    # Continuous at the ends: β → 1 approaches the reverse KL, β → 0 the forward KL.
+    torch.testing.assert_close(per_token_divergence(student_logp, teacher_logp, "jsd", 1 - 1e-7), reverse,
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(per_token_divergence(student_logp, teacher_logp, "jsd", 1e-7), forward,
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(per_token_divergence(student_logp, teacher_logp, "jsd", 1.0), reverse)
+
+
+@pytest.mark.parametrize("support", ["student", "teacher"])
+@pytest.mark.parametrize("direction", ["reverse", "forward"])
+def test_topk_divergence_is_exact_with_tail_and_a_lower_bound(support, direction):
+    generator = torch.Generator().manual_seed(6)
+    student_logp = F.log_softmax(2 * torch.randn(4, 12, generator=generator, dtype=torch.float64), -1)
+    teacher_logp = F.log_softmax(2 * torch.randn(4, 12, generator=generator, dtype=torch.float64), -1)
+    full = Divergence(direction)(student_logp, teacher_logp)
+    # k = V − 1 leaves one token in the tail: still exact. Smaller k: a lower bound (data processing inequality).
+    torch.testing.assert_close(Divergence(direction, topk=11, topk_support=support)(student_logp, teacher_logp), full)
+    for k in (1, 3, 6):
+        approx = Divergence(direction, topk=k, topk_support=support)(student_logp, teacher_logp)
+        assert (approx <= full + 1e-12).all() and (approx >= 0).all()
+    # The support is the chosen model's top-k, and both restricted distributions sum to one.
+    student_k, teacher_k = topk_with_tail(student_logp, teacher_logp, 3, support)
+    torch.testing.assert_close(student_k.exp().sum(-1), torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(teacher_k.exp().sum(-1), torch.ones(4, dtype=torch.float64))
+    chosen = student_logp if support == "student" else teacher_logp
+    top3 = chosen.topk(3, dim=-1).values
+    torch.testing.assert_close((student_k if support == "student" else teacher_k)[:, :3], top3)
+
+
+def test_topk_gradient_matches_an_explicit_reference():
+    student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head = random_problem(seed=11)
+    loss, *_ = distillation_loss(student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head,
+                                divergence_fn=Divergence("reverse", topk=4, topk_support="teacher"), chunk_size=3)
+    grad = torch.autograd.grad(loss, student_hidden)[0]
+    hidden = student_hidden.detach().double().requires_grad_(True)
+    student_logp = F.log_softmax(student_head(hidden.float()).double(), -1)
+    teacher_logp = F.log_softmax(teacher_head(teacher_hidden).double(), -1).detach()
+    indices = teacher_logp.topk(4, dim=-1).indices
+    s_top, t_top = student_logp.gather(-1, indices), teacher_logp.gather(-1, indices)
+    s_all = torch.cat([s_top, torch.log(1 - s_top.exp().sum(-1, keepdim=True))], -1)
+    t_all = torch.cat([t_top, torch.log(1 - t_top.exp().sum(-1, keepdim=True))], -1)
+    reference = ((s_all.exp() * (s_all - t_all)).sum(-1) * weights.double()).sum()
+    torch.testing.assert_close(grad.double(), torch.autograd.grad(reference, hidden)[0], rtol=1e-4, atol=1e-6)
+
+
+def test_importance_sampling_weights_each_token_by_the_truncated_ratio():
+    student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head = random_problem(seed=13)
+    student_logp = F.log_softmax(student_head(student_hidden), -1).detach()
+    sampled = student_logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    plain, *_ = distillation_loss(student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head,
+                                  chunk_size=4)
+    # A sampler that agrees with the trainer: every ratio is 1 and nothing changes.
+    same, _, stats = distillation_loss(student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head,
+                                       chunk_size=4, sampler_logp=sampled, is_cap=2.0)
+    torch.testing.assert_close(same, plain)
+    assert stats["is_capped"] == 0 and stats["is_ratio_sum"] == pytest.approx(weights.sum().item(), rel=1e-5)
+    # A sampler that disagrees: ratios exp(±0.5..±1.5), some above the cap.
+    generator = torch.Generator().manual_seed(0)
+    shift = (torch.rand(weights.shape, generator=generator) * 3 - 1.5)
+    loss, _, stats = distillation_loss(student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head,
+                                       chunk_size=4, sampler_logp=sampled - shift, is_cap=2.0)
+    ratio = shift.exp().clamp(max=2.0)
+    kl = brute_force_kl(F.softmax(student_head(student_hidden).double(), -1),
+                        F.softmax(teacher_head(teacher_hidden).double(), -1))
+    torch.testing.assert_close(loss.double(), (kl * weights.double() * ratio.double()).sum(), rtol=1e-5, atol=1e-6)
+    assert stats["is_capped"] == ((shift.exp() >= 2.0) & (weights > 0)).sum().item() > 0

@@ -89,3 +89,58 @@ def test_scored_log_probs_match_the_sampler(tiny_model_dir, embedded_tokenizer):
     with torch.no_grad():
         logits = model.get_output_embeddings()(completion_hidden(model, greedy))
     torch.testing.assert_close(logits, torch.stack(out.scores, dim=1), rtol=1e-4, atol=1e-4)
+
+
+def test_offline_methods_learn_from_the_same_teacher_samples(tmp_path, tiny_model_dir):
+    for method in ("offline_distill", "sft_teacher_samples"):
+        train(config(tiny_model_dir, method=method, teacher_kind="frozen"), EXAMPLES, tmp_path / method,
+              progress=False)
+    distill = json.loads((tmp_path / "offline_distill" / "teacher_samples.json").read_text())["samples"]
+    sft = json.loads((tmp_path / "sft_teacher_samples" / "teacher_samples.json").read_text())["samples"]
+    assert [s["tokens"] for s in distill] == [s["tokens"] for s in sft] and all(s["tokens"] for s in sft)
+    kl = [json.loads(l)["kl_per_token"] for l in (tmp_path / "offline_distill" / "metrics.jsonl").open()]
+    assert len(kl) == 4 and all(k >= 0 for k in kl)
+
+
+def test_cpt_and_reinvocation_run(tmp_path, tiny_model_dir):
+    from sdft_core.config import reinvocation_config
+
+    documents = [Example(f"d{i}", "", f"Document {i} says something.") for i in range(4)]
+    cpt = train(config(tiny_model_dir, method="cpt"), documents, tmp_path / "cpt", progress=False)
+    assert cpt["steps"] == 2
+    general = [Example(f"g{i}", f"Tell me a fact about {i}.", "") for i in range(4)]
+    reinvoke = reinvocation_config(tiny_model_dir, tiny_model_dir, learning_rate=1e-3, batch_size=2,
+                                   micro_batch_size=2, max_new_tokens=4, save_model=False)
+    summary = train(reinvoke, general, tmp_path / "reinvoke", progress=False)
+    # Teacher = student at the start and the prompts are identical, so the first step's KL is zero.
+    first = json.loads((tmp_path / "reinvoke" / "metrics.jsonl").read_text().splitlines()[0])
+    assert summary["steps"] == 2 and first["kl_per_token"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_offline_methods_require_a_frozen_teacher(tiny_model_dir):
+    with pytest.raises(ValueError, match="fixed teacher"):
+        config(tiny_model_dir, method="offline_distill")
+
+
+def test_sampler_log_probs_agree_with_the_trainer_at_temperature_one(tiny_model_dir, embedded_tokenizer):
+    from sdft_core.loss import truncated_importance_weights
+    from sdft_core.model import load_model
+
+    model = load_model(tiny_model_dir).eval()
+    torch.manual_seed(1)
+    batch = generate(model, embedded_tokenizer, [[1, 100, 200, 2], [1, 300, 2]], max_new_tokens=6,
+                     temperature=1.0, return_logprobs=True)
+    with torch.no_grad():
+        logp = torch.log_softmax(model.get_output_embeddings()(completion_hidden(model, batch)), -1)
+    trainer = logp.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
+    mask = batch.completion_mask.bool()
+    torch.testing.assert_close(trainer[mask], batch.sampler_logprobs[mask], rtol=1e-4, atol=1e-4)
+    ratio = truncated_importance_weights(trainer, batch.sampler_logprobs, cap=2.0)
+    torch.testing.assert_close(ratio[mask], torch.ones_like(ratio[mask]), rtol=1e-3, atol=1e-3)
+
+
+def test_importance_sampling_runs_in_the_loop_and_logs_its_statistics(tmp_path, tiny_model_dir):
+    train(config(tiny_model_dir, importance_sampling=True, temperature=0.7), EXAMPLES[:4], tmp_path / "run",
+          progress=False)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert all(r["is_ratio_mean"] > 0 and 0 <= r["is_capped_fraction"] <= 1 for r in rows)

@@ -1,0 +1,81 @@
+"""Step time and peak memory of SDFT vs SFT on the same data and model (paper §5: SDFT ≈ 4x SFT wall clock).
+
+    python benchmarks/step_time.py                         # embedded model, knowledge task, batch 8
+    python benchmarks/step_time.py --steps 6 --repeats 2 --max-new-tokens 64
+
+Each run is the kit's own training loop (`sdft_core.train.train`) in a fresh subprocess, so its peak resident memory
+is its own. The first optimizer step of every run is a warm-up and is not timed. Methods alternate (SFT, SDFT, SFT,
+SDFT, ...) so that a machine shared with other work slows both alike; the ratio is computed from medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def child(method: str, steps: int, batch: int, max_new_tokens: int, output: str) -> dict:
+    import torch
+
+    from data_prep.knowledge import load_articles, load_questions, training_examples
+    from sdft_core.config import TrainConfig
+    from sdft_core.train import train
+
+    articles = load_articles()
+    examples = training_examples(load_questions("train", articles=articles), articles)[: steps * batch]
+    config = TrainConfig(method=method, learning_rate=1e-5, epochs=1.0, batch_size=batch, micro_batch_size=batch,
+                         warmup_steps=0, max_new_tokens=max_new_tokens, teacher_context="context_and_demonstration",
+                         save_model=False)
+    summary = train(config, examples, output, progress=False)
+    rows = [json.loads(line) for line in (Path(output) / "metrics.jsonl").read_text().splitlines()][1:]
+    parts = ("seconds_rollout", "seconds_teacher", "seconds_student")
+    return {"method": method, "threads": torch.get_num_threads(), "peak_rss_mb": summary["peak_rss_mb"],
+            "seconds_step": [r["seconds_step"] for r in rows],
+            **{p: statistics.median(r.get(p, 0.0) for r in rows) for p in parts},
+            "completion_length": statistics.median(r.get("completion_length", 0.0) for r in rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per run (the first is a warm-up)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=2, help="runs per method, interleaved")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.steps, args.batch, args.max_new_tokens, args.output)))
+        return
+
+    results: dict[str, list[dict]] = {"sft": [], "sdft": []}
+    for _ in range(args.repeats):
+        for method in results:
+            with tempfile.TemporaryDirectory() as output:
+                command = [sys.executable, __file__, "--child", method, "--output", output, "--steps",
+                           str(args.steps), "--batch", str(args.batch), "--max-new-tokens", str(args.max_new_tokens)]
+                done = subprocess.run(command, check=True, capture_output=True, text=True)
+                results[method].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    step = {m: statistics.median(s for r in rs for s in r["seconds_step"]) for m, rs in results.items()}
+    peak = {m: max(r["peak_rss_mb"] for r in rs) for m, rs in results.items()}
+    print(f"Embedded model (SmolLM2-135M, float32, CPU, {results['sdft'][0]['threads']} threads), knowledge task, "
+          f"batch {args.batch}, SDFT completions ≤ {args.max_new_tokens} tokens; median over "
+          f"{args.repeats} × {args.steps - 1} timed steps per method")
+    print("| method | s / step | rollout s | teacher s | student fwd+bwd s | peak RSS (MB) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for method, runs in results.items():
+        parts = [statistics.median(r[p] for r in runs) for p in ("seconds_rollout", "seconds_teacher",
+                                                                  "seconds_student")]
+        print(f"| {method} | {step[method]:.2f} | {parts[0]:.2f} | {parts[1]:.2f} | {parts[2]:.2f} | "
+              f"{peak[method]:.0f} |")
+    print(f"\nSDFT / SFT step time: {step['sdft'] / step['sft']:.2f}x   (paper, Qwen2.5-7B on GPU: ≈ 4x)")
+    print(f"SDFT / SFT peak memory: {peak['sdft'] / peak['sft']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
