@@ -20,7 +20,6 @@ from sdft_core.loss import Divergence, stepwise_divergence
 from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer
 from sdft_core.prompts import CONTEXT_PREFIX, chat_prompt, encode
 from sdft_core.rollout import Batch, generate
-from sdft_core.scoring import score_facts
 from sdft_core.train import completion_hidden
 
 
@@ -59,17 +58,15 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], max_new_tokens: i
     return texts
 
 
-def score_questions(questions, responses: list[str]) -> tuple[dict, list[dict]]:
-    """Strict and lenient accuracy (fact matcher) and one record per question, for paired comparisons."""
+def score_items(items, responses: list[str], score) -> tuple[dict, list[dict]]:
+    """Mean of every boolean the scorer returns ("correct" and task-specific ones) and one record per item, kept so
+    that two models can be compared item by item."""
     records = []
-    for question, response in zip(questions, responses):
-        score = score_facts(response, question.facts, question.wrong)
-        records.append({"id": question.id, "question": question.question, "response": response,
-                        "strict": score.strict, "lenient": score.lenient, "facts_found": score.facts_found,
-                        "facts_total": score.facts_total, "wrong_found": list(score.wrong_found)})
-    total = max(len(records), 1)
-    return {"strict": sum(r["strict"] for r in records) / total,
-            "lenient": sum(r["lenient"] for r in records) / total, "n": len(records)}, records
+    for item, response in zip(items, responses):
+        records.append({"id": item.id, "prompt": item.prompt, "response": response, **score(response, item.reference)})
+    keys = [k for k, v in records[0].items() if isinstance(v, bool)] if records else []
+    metrics = {key: sum(r[key] for r in records) / len(records) for key in keys}
+    return {**metrics, "n": len(records)}, records
 
 
 @torch.no_grad()
@@ -97,20 +94,22 @@ def forgetting_metrics(model, base_model, tokenizer, general_prompts: list[str],
             "n_prompts": len(prompts)}
 
 
-def evaluate_knowledge_model(model_dir: str, questions: dict, general_prompts: list[str], output_path: str,
-                             base_model_name: str = EMBEDDED_MODEL, max_new_tokens: int = 48, batch_size: int = 8,
-                             seed: int = 0, oracle_contexts: dict[str, str] | None = None) -> dict:
-    """Evaluate one model on the knowledge task (per split) and on forgetting; cached in `output_path`.
+def evaluate_model(model_dir: str, task, splits: list[str], general_prompts: list[str], output_path: str,
+                   base_model_name: str = EMBEDDED_MODEL, max_items: int = 0, batch_size: int = 8, seed: int = 0,
+                   oracle_context: bool = False, max_new_tokens: int | None = None) -> dict:
+    """Evaluate one model on a task's splits (greedy answers, paper B.2) and on forgetting; cached in `output_path`.
 
     model_dir: a trained run's model folder, or "base" for the untrained base model.
-    oracle_contexts: article text per article id; when given, each question is asked with its own article in front
-    of it (paper Table 1, "Oracle RAG": a retriever that always finds the right article).
+    oracle_context: ask each question with its source text in front of it (paper Table 1, "Oracle RAG": a retriever
+    that always finds the right article).
     """
     model_name = base_model_name if model_dir == "base" else model_dir
     summary_file = Path(model_dir).parent / "summary.json"
     trained_run = read_json(summary_file)["run_id"] if model_dir != "base" and summary_file.exists() else None
-    key = fingerprint(model_name, trained_run, {s: [q.id for q in qs] for s, qs in questions.items()},
-                      general_prompts, max_new_tokens, seed, oracle_contexts)
+    items = {split: task.eval_splits[split][: max_items or None] for split in splits}
+    max_new_tokens = max_new_tokens or task.max_new_tokens
+    key = fingerprint(model_name, trained_run, task.name, {s: [i.id for i in its] for s, its in items.items()},
+                      general_prompts, max_new_tokens, seed, oracle_context)
     if Path(output_path).exists() and read_json(output_path).get("fingerprint") == key:
         print(f"[eval] {output_path} is up to date; skipping.")
         return read_json(output_path)
@@ -118,15 +117,16 @@ def evaluate_knowledge_model(model_dir: str, questions: dict, general_prompts: l
     model = load_model(model_name).eval()
     base = model if model_dir == "base" else load_model(base_model_name).eval()
     started = time.perf_counter()
-    result = {"fingerprint": key, "model": model_name, "records": {}}
-    for split, split_questions in questions.items():
-        messages = [q.question if oracle_contexts is None else
-                    CONTEXT_PREFIX.format(context=oracle_contexts[q.article_id]) + q.question for q in split_questions]
+    result = {"fingerprint": key, "model": model_name, "task": task.name, "records": {}}
+    for split, split_items in items.items():
+        messages = [CONTEXT_PREFIX.format(context=i.context) + i.prompt if oracle_context else i.prompt
+                    for i in split_items]
         responses = generate_texts(model, tokenizer, prompt_ids(tokenizer, messages), max_new_tokens, batch_size,
                                    desc=f"answer {split}")
-        result[split], result["records"][split] = score_questions(split_questions, responses)
-    result["forgetting"] = forgetting_metrics(model, base, tokenizer, general_prompts, max_new_tokens, batch_size,
-                                              seed)
+        result[split], result["records"][split] = score_items(split_items, responses, task.score)
+    if general_prompts:
+        result["forgetting"] = forgetting_metrics(model, base, tokenizer, general_prompts, max_new_tokens,
+                                                  batch_size, seed)
     result["eval_seconds"] = time.perf_counter() - started
     write_json(output_path, result)
     return result

@@ -54,13 +54,14 @@ def knowledge_demo_steps(results: str, train: dict, evaluation: dict) -> list[St
     runs = f"{results}/runs"
     steps = [Step("data", "knowledge_01_data", {"results_dir": results})]
     for method in ("sft", "sdft"):
-        steps.append(Step(f"train_{method}", "knowledge_02_train",
-                          {"results_dir": results, "run_name": f"knowledge_{method}", "method": method,
-                           **train["common"], **train[method]}, after=("data",)))
+        steps.append(Step(f"train_{method}", "train",
+                          {"results_dir": results, "task": "knowledge", "run_name": f"knowledge_{method}",
+                           "method": method, **train["common"], **train[method]}, after=("data",)))
     for name, model in (("base", "base"), ("sft", f"{runs}/knowledge_sft/model"),
                         ("sdft", f"{runs}/knowledge_sdft/model")):
-        steps.append(Step(f"eval_{name}", "knowledge_03_evaluate",
-                          {"results_dir": results, "name": name, "model_dir": model, **evaluation},
+        steps.append(Step(f"eval_{name}", "evaluate",
+                          {"results_dir": results, "task": "knowledge", "name": name, "model_dir": model,
+                           "splits": ["test", "ood"], **evaluation},
                           after=() if name == "base" else (f"train_{name}",)))
     steps.append(Step("report", "knowledge_04_report", {"results_dir": results},
                       after=("eval_base", "eval_sft", "eval_sdft")))
@@ -82,7 +83,7 @@ SMOKE_TRAIN = {
 PROFILES = {
     "demo": lambda results: knowledge_demo_steps(results, DEMO_TRAIN, {}),
     "smoke": lambda results: knowledge_demo_steps(
-        results, SMOKE_TRAIN, {"max_questions": 2, "max_general_prompts": 2, "max_new_tokens": 8}),
+        results, SMOKE_TRAIN, {"max_items": 2, "max_general_prompts": 2, "max_new_tokens": 8}),
 }
 
 

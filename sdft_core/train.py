@@ -1,11 +1,20 @@
-"""The training loop: SDFT (Algorithm 1) and the likelihood baselines (SFT, DFT) in one loop, top to bottom.
+"""The training loop: SDFT (Algorithm 1) and its baselines in one loop, top to bottom.
 
 A run lives in one folder:
   config.json     the full TrainConfig, the run id (hash of config + data) and dataset size
   metrics.jsonl   one line per optimizer step
-  checkpoint/     the latest resumable state (student, teacher, optimizer, scheduler, RNG, step); removed when done
+  checkpoint/     the latest resumable state (student, teacher, optimizer, scheduler, step); removed when done.
+                  No RNG state is needed: every step reseeds from (seed, step, micro-batch).
   model/          the final weights (safetensors) and tokenizer
   summary.json    written last: its presence with the same run id means "finished", and a rerun skips the run
+
+Multi-process training: launched with `accelerate launch` (e.g. `accelerate launch --cpu --num_processes 2 -m
+sdft_core.cli train ...`), the student is wrapped in DistributedDataParallel by accelerate, every process takes an
+equal contiguous share of each global batch, and the loss is normalised by the global token count, so P processes
+compute the same update as one process with the same global batch. The EMA teacher is replicated: every process
+applies the same update to the same synchronised student weights. Randomness is drawn per (step, micro-batch), so
+rollouts do not depend on how micro-batches are spread over processes, and a checkpoint resumes with any number of
+processes (its state is the full, unsharded one, saved by the main process).
 """
 
 from __future__ import annotations
@@ -17,10 +26,12 @@ import resource
 import shutil
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -35,13 +46,21 @@ from sdft_core.teacher import Teacher
 
 
 def completion_hidden(model, batch: Batch) -> torch.Tensor:
-    """Final hidden states at the positions that predict each completion token: [B, T, H]."""
+    """Final (normed) hidden states at the positions that predict each completion token: [B, T, H].
+
+    The vocabulary projection happens later, chunk by chunk, in the loss."""
     attention_mask = batch.attention_mask
     # Same positions as `generate` gives left-padded prompts, so scores match what was sampled.
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    hidden = model.get_decoder()(
-        input_ids=batch.input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    ).last_hidden_state
+    inputs = {"input_ids": batch.input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+              "use_cache": False}
+    if torch.is_grad_enabled():
+        # Through the model's own forward, so that a DistributedDataParallel wrapper sees it; logits for one
+        # position only.
+        hidden = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+    else:
+        # No gradient: the decoder alone frees each layer's activations as it goes.
+        hidden = model.get_decoder()(**inputs).last_hidden_state
     prompt_length, completion_length = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
     return hidden[:, prompt_length - 1 : prompt_length + completion_length - 1]
 
@@ -80,6 +99,34 @@ def _check_finite(loss: torch.Tensor, step: int, method: str, output_dir: Path) 
         )
 
 
+@dataclass
+class Loop:
+    """What one optimizer step needs."""
+
+    config: TrainConfig
+    student: torch.nn.Module  # what training forwards call: the model, or its DistributedDataParallel wrapper
+    model: torch.nn.Module  # the plain student model: generation, output head, saving
+    teacher: Teacher | None
+    tokenizer: object
+    accelerator: Accelerator
+    output_dir: Path
+
+    def global_sum(self, *values: float) -> list[float]:
+        """Sums over processes (identity with one process)."""
+        if self.accelerator.num_processes == 1:
+            return list(values)
+        return self.accelerator.reduce(torch.tensor(values, dtype=torch.float64), reduction="sum").tolist()
+
+    def sync_gradients_now(self, last_micro_batch: bool):
+        """DDP all-reduces gradients at every backward; only the last micro-batch of a step needs it."""
+        return nullcontext() if last_micro_batch else self.accelerator.no_sync(self.student)
+
+
+def rollout_seed(seed: int, step: int, group: int) -> int:
+    """Randomness per (step, global micro-batch): rollouts do not depend on which process samples them."""
+    return (seed * 1_000_003 + step * 10_007 + group) % (2**63)
+
+
 def _groups(size: int, micro_batch_size: int) -> list[slice]:
     return [slice(i, i + micro_batch_size) for i in range(0, size, micro_batch_size)]
 
@@ -94,85 +141,98 @@ def _fixed_batch(prompts: list[list[int]], completions: list[list[int]], pad_id:
     return Batch(prompt_ids.to(device), prompt_mask.to(device), completion_ids.to(device), completion_mask_.to(device))
 
 
-def distillation_step(student, teacher: Teacher, tokenizer, student_prompts, teacher_prompts, config: TrainConfig,
-                      step: int, output_dir: Path, fixed_completions: list[list[int]] | None = None) -> dict:
+def distillation_step(loop: Loop, step: int, first_group: int, student_prompts, teacher_prompts,
+                      fixed_completions: list[list[int]] | None = None) -> dict:
     """SDFT (Algorithm 1 lines 3–18) when `fixed_completions` is None: sample from the student, then score the samples
     under the teacher's context and the student's. Offline distillation passes teacher samples instead.
 
-    All completions of the batch come first (so the token count for normalisation is known), then one
-    forward/backward per micro-batch. Returns the step's metrics."""
+    All completions of this process's share of the batch come first (so the global token count for normalisation is
+    known), then one forward/backward per micro-batch. Returns the step's metrics, summed over processes."""
+    config, tokenizer = loop.config, loop.tokenizer
     started = time.perf_counter()
     groups = _groups(len(student_prompts), config.micro_batch_size)
-    device = next(student.parameters()).device
-    if fixed_completions is None:
-        batches = [generate(student, tokenizer, student_prompts[g], config.max_new_tokens, config.temperature,
-                            config.top_p, return_logprobs=config.importance_sampling) for g in groups]
-    else:
-        batches = [_fixed_batch(student_prompts[g], fixed_completions[g], tokenizer.pad_token_id, device)
-                   for g in groups]
+    device = next(loop.model.parameters()).device
+    batches = []
+    for index, group in enumerate(groups):
+        if fixed_completions is None:
+            torch.manual_seed(rollout_seed(config.seed, step, first_group + index))
+            batches.append(generate(loop.model, tokenizer, student_prompts[group], config.max_new_tokens,
+                                    config.temperature, config.top_p, return_logprobs=config.importance_sampling))
+        else:
+            batches.append(_fixed_batch(student_prompts[group], fixed_completions[group], tokenizer.pad_token_id,
+                                        device))
     weights = [loss_weights(b.completion_mask, config.mask_first_tokens) for b in batches]
-    normalizer = sum(w.sum() for w in weights) if config.normalize == "tokens" else float(len(student_prompts))
-    normalizer = max(float(normalizer), 1.0)
+    local_tokens = float(sum(w.sum() for w in weights))
+    global_tokens, = loop.global_sum(local_tokens)
+    normalizer = max(global_tokens if config.normalize == "tokens" else float(config.batch_size), 1.0)
     sampled = time.perf_counter()
 
     loss_total = divergence_total = teacher_seconds = ratio_sum = capped = 0.0
-    for group, batch, weight in zip(groups, batches, weights):
+    for index, (group, batch, weight) in enumerate(zip(groups, batches, weights)):
         teacher_started = time.perf_counter()
         with torch.no_grad(), _autocast(config):
             teacher_hidden = completion_hidden(
-                teacher.model, with_teacher_prompts(batch, teacher_prompts[group], tokenizer.pad_token_id))
+                loop.teacher.model, with_teacher_prompts(batch, teacher_prompts[group], tokenizer.pad_token_id))
         teacher_seconds += time.perf_counter() - teacher_started
-        with _autocast(config):
-            loss, divergence, importance = distillation_loss(
-                completion_hidden(student, batch), teacher_hidden, batch.completion_ids, weight,
-                student.get_output_embeddings(), teacher.model.get_output_embeddings(),
-                estimator=config.estimator, divergence_fn=config.divergence(), chunk_size=config.loss_chunk_size,
-                sampler_logp=batch.sampler_logprobs if config.importance_sampling else None, is_cap=config.is_cap)
-        _check_finite(loss, step, config.method, output_dir)
-        (loss / normalizer).backward()
+        with loop.sync_gradients_now(index == len(groups) - 1):
+            with _autocast(config):
+                loss, divergence, importance = distillation_loss(
+                    completion_hidden(loop.student, batch), teacher_hidden, batch.completion_ids, weight,
+                    loop.model.get_output_embeddings(), loop.teacher.model.get_output_embeddings(),
+                    estimator=config.estimator, divergence_fn=config.divergence(), chunk_size=config.loss_chunk_size,
+                    sampler_logp=batch.sampler_logprobs if config.importance_sampling else None,
+                    is_cap=config.is_cap)
+            _check_finite(loss, step, config.method, loop.output_dir)
+            # DDP averages gradients over processes; the loss is normalised globally, so scale the average back up.
+            (loss * loop.accelerator.num_processes / normalizer).backward()
         loss_total += loss.item()
         divergence_total += divergence.item()
         ratio_sum += importance["is_ratio_sum"]
         capped += importance["is_capped"]
-    tokens = float(sum(w.sum() for w in weights))
-    lengths = torch.cat([b.completion_mask.sum(1) for b in batches]).float()
-    eos_ids = torch.tensor(eos_token_ids(student, tokenizer))
+    eos_ids = torch.tensor(eos_token_ids(loop.model, tokenizer))
     last_tokens = torch.cat([b.completion_ids.gather(1, b.completion_mask.sum(1, keepdim=True) - 1).cpu()
                              for b in batches])
-    importance_stats = ({"is_ratio_mean": ratio_sum / max(tokens, 1.0), "is_capped_fraction": capped / max(tokens, 1.0)}
+    lengths = sum(b.completion_mask.sum().item() for b in batches)
+    loss_total, divergence_total, ratio_sum, capped, lengths, stopped = loop.global_sum(
+        loss_total, divergence_total, ratio_sum, capped, lengths, torch.isin(last_tokens, eos_ids).sum().item())
+    importance_stats = ({"is_ratio_mean": ratio_sum / global_tokens, "is_capped_fraction": capped / global_tokens}
                         if config.importance_sampling else {})
     return {
         **importance_stats,
         "loss": loss_total / normalizer,
-        "kl_per_token": divergence_total / max(tokens, 1.0),
-        "loss_tokens": tokens,
-        "completion_length": lengths.mean().item(),
-        "stopped_fraction": torch.isin(last_tokens, eos_ids).float().mean().item(),
+        "kl_per_token": divergence_total / max(global_tokens, 1.0),
+        "loss_tokens": global_tokens,
+        "completion_length": lengths / config.batch_size,
+        "stopped_fraction": stopped / config.batch_size,
         "seconds_rollout": sampled - started,
         "seconds_teacher": teacher_seconds,
         "seconds_student": time.perf_counter() - sampled - teacher_seconds,
     }
 
 
-def likelihood_step(student, tokenizer, student_prompts, targets, config: TrainConfig, step: int,
-                    output_dir: Path) -> dict:
-    """SFT / DFT / CPT: next-token loss on the targets after the student prompt."""
+def likelihood_step(loop: Loop, step: int, student_prompts, targets) -> dict:
+    """SFT / DFT / CPT / SFT on teacher samples: next-token loss on the targets after the student prompt."""
+    config = loop.config
     started = time.perf_counter()
-    normalizer = sum(len(t) for t in targets) if config.normalize == "tokens" else len(targets)
-    device = next(student.parameters()).device
+    local_tokens = float(sum(len(t) for t in targets))
+    global_tokens, = loop.global_sum(local_tokens)
+    normalizer = global_tokens if config.normalize == "tokens" else float(config.batch_size)
+    device = next(loop.model.parameters()).device
+    groups = _groups(len(student_prompts), config.micro_batch_size)
     loss_total = nll_total = 0.0
-    for group in _groups(len(student_prompts), config.micro_batch_size):
-        batch = _fixed_batch(student_prompts[group], targets[group], tokenizer.pad_token_id, device)
-        with _autocast(config):
-            loss, nll = likelihood_loss(completion_hidden(student, batch), batch.completion_ids,
-                                        batch.completion_mask, student.get_output_embeddings(),
-                                        dft=config.method == "dft", chunk_size=config.loss_chunk_size)
-        _check_finite(loss, step, config.method, output_dir)
-        (loss / normalizer).backward()
+    for index, group in enumerate(groups):
+        batch = _fixed_batch(student_prompts[group], targets[group], loop.tokenizer.pad_token_id, device)
+        with loop.sync_gradients_now(index == len(groups) - 1):
+            with _autocast(config):
+                loss, nll = likelihood_loss(completion_hidden(loop.student, batch), batch.completion_ids,
+                                            batch.completion_mask, loop.model.get_output_embeddings(),
+                                            dft=config.method == "dft", chunk_size=config.loss_chunk_size)
+            _check_finite(loss, step, config.method, loop.output_dir)
+            (loss * loop.accelerator.num_processes / normalizer).backward()
         loss_total += loss.item()
         nll_total += nll.item()
-    tokens = sum(len(t) for t in targets)
-    return {"loss": loss_total / normalizer, "nll_per_token": nll_total / tokens, "loss_tokens": tokens,
+    loss_total, nll_total = loop.global_sum(loss_total, nll_total)
+    return {"loss": loss_total / normalizer, "nll_per_token": nll_total / global_tokens, "loss_tokens": global_tokens,
             "seconds_student": time.perf_counter() - started}
 
 
@@ -181,8 +241,6 @@ def _save_checkpoint(path: Path, run_id: str, step: int, student, teacher, optim
         "run_id": run_id, "step": step, "student": student.state_dict(),
         "teacher": teacher.state_dict() if teacher else None,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -194,9 +252,6 @@ def _restore_checkpoint(path: Path, student, teacher, optimizer, scheduler) -> i
         teacher.load_state_dict(state["teacher"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"]:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["step"]
 
 
@@ -208,20 +263,22 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
 
 
 def teacher_samples(teacher_model, tokenizer, examples, teacher_prompts, config: TrainConfig, cache: Path,
-                    run_id: str) -> list[list[int]]:
+                    run_id: str, write: bool = True) -> list[list[int]]:
     """One sample per example from the teacher's context (for offline distillation and SFT on teacher samples;
     paper §4.5). Generated in fixed batches of 8 from `config.seed`, so both offline methods see the same samples;
     cached in the run folder so a resumed run reuses them."""
     if cache.exists() and read_json(cache)["run_id"] == run_id:
         return [row["tokens"] for row in read_json(cache)["samples"]]
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same samples whatever the method and process count
     samples: list[list[int]] = []
     for group in tqdm(_groups(len(examples), 8), desc="teacher samples", mininterval=2.0, ncols=100):
         batch = generate(teacher_model, tokenizer, teacher_prompts[group], config.max_new_tokens, config.temperature,
                          config.top_p)
-        samples += [batch.completion_ids[i][batch.completion_mask[i].bool()].tolist() for i in range(len(batch.completion_ids))]
-    write_json(cache, {"run_id": run_id, "samples": [
-        {"id": e.id, "tokens": t, "text": tokenizer.decode(t, skip_special_tokens=True)} for e, t in zip(examples, samples)]})
+        samples += [row[mask.bool()].tolist() for row, mask in zip(batch.completion_ids, batch.completion_mask)]
+    rows = [{"id": e.id, "tokens": t, "text": tokenizer.decode(t, skip_special_tokens=True)}
+            for e, t in zip(examples, samples)]
+    if write:  # every process computes the same samples; one writes them
+        write_json(cache, {"run_id": run_id, "samples": rows})
     return samples
 
 
@@ -236,6 +293,12 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
     stop_after_step: return early after that optimizer step, leaving a checkpoint (used to test resumption).
     """
     output_dir = Path(output_dir)
+    accelerator = Accelerator(cpu=config.device == "cpu")
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    if config.batch_size % (world * config.micro_batch_size):
+        raise ValueError(f"batch_size ({config.batch_size}) must be a multiple of processes ({world}) × "
+                         f"micro_batch_size ({config.micro_batch_size})")
+    share = config.batch_size // world
     run_id = run_id_for(config, examples)
     summary_path, checkpoint_path = output_dir / "summary.json", output_dir / "checkpoint" / "state.pt"
     if summary_path.exists():
@@ -243,22 +306,26 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
         if summary["run_id"] == run_id:
             print(f"[sdft] {output_dir} is already finished (run {run_id}); skipping.")
             return summary
-        print(f"[sdft] {output_dir} holds a different run ({summary['run_id']}); retraining it as {run_id}.")
-        summary_path.unlink()
-    if checkpoint_path.exists() and torch.load(checkpoint_path, weights_only=True)["run_id"] != run_id:
-        shutil.rmtree(checkpoint_path.parent)
+    accelerator.wait_for_everyone()
+    if main:
+        if summary_path.exists():
+            print(f"[sdft] {output_dir} holds a different run; retraining it as {run_id}.")
+            summary_path.unlink()
+        if checkpoint_path.exists() and torch.load(checkpoint_path, weights_only=True)["run_id"] != run_id:
+            shutil.rmtree(checkpoint_path.parent)
+    accelerator.wait_for_everyone()
 
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
-    student = load_model(config.model, config.dtype, config.device)
+    model = load_model(config.model, config.dtype, config.device)
     if config.gradient_checkpointing:
-        student.gradient_checkpointing_enable()
-    student.train()
+        model.gradient_checkpointing_enable()
+    model.train()
     teacher = None
     if config.method in TEACHER_METHODS:
-        initial = load_model(config.teacher_model, "float32", config.device) if config.teacher_model else student
+        initial = load_model(config.teacher_model, "float32", config.device) if config.teacher_model else model
         teacher = Teacher(initial, config.teacher_kind, config.ema_alpha)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     order = data_order(len(examples), config.epochs, config.seed)
     total_steps = math.ceil(len(order) / config.batch_size)
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps), total_steps)
@@ -271,76 +338,86 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
     if teacher:
         teacher_prompts = [teacher_prompt_ids(tokenizer, e, config.max_teacher_prompt_tokens,
                                               config.teacher_context, truncation) for e in examples]
-        if truncation.truncated:
+        if truncation.truncated and main:
             print(f"[sdft] warning: {truncation.truncated} of {len(examples)} teacher prompts were longer than "
                   f"max_teacher_prompt_tokens={config.max_teacher_prompt_tokens} and were shortened "
                   f"({truncation.tokens_removed} tokens of privileged text removed in total).")
     if config.method in ("offline_distill", "sft_teacher_samples"):
         targets = teacher_samples(teacher.model, tokenizer, examples, teacher_prompts, config,
-                                  output_dir / "teacher_samples.json", run_id)
-        torch.manual_seed(config.seed)  # training randomness does not depend on how the samples were made
+                                  output_dir / "teacher_samples.json", run_id, write=main)
     elif config.method != "sdft":
         targets = [encode(tokenizer, e.demonstration) + [tokenizer.eos_token_id] for e in examples]
 
-    write_json(output_dir / "config.json", {"run_id": run_id, "num_examples": len(examples),
-                                            "total_steps": total_steps, "config": dataclasses.asdict(config)})
     start_step = 0
     if checkpoint_path.exists():
-        start_step = _restore_checkpoint(checkpoint_path, student, teacher, optimizer, scheduler)
-        print(f"[sdft] resuming {output_dir} from the checkpoint after step {start_step} of {total_steps}.")
+        start_step = _restore_checkpoint(checkpoint_path, model, teacher, optimizer, scheduler)
+        if main:
+            print(f"[sdft] resuming {output_dir} from the checkpoint after step {start_step} of {total_steps}.")
+    # DistributedDataParallel when launched with several processes; the model itself otherwise.
+    loop = Loop(config, accelerator.prepare_model(model), model, teacher, tokenizer, accelerator, output_dir)
     metrics_path = output_dir / "metrics.jsonl"
     metrics = _read_metrics(metrics_path, start_step)
-    write_jsonl(metrics_path, metrics)
+    if main:
+        write_json(output_dir / "config.json", {"run_id": run_id, "num_examples": len(examples),
+                                                "total_steps": total_steps, "processes": world,
+                                                "config": dataclasses.asdict(config)})
+        write_jsonl(metrics_path, metrics)
 
     started = time.perf_counter()
     bar = tqdm(range(start_step, total_steps), desc=f"train {config.method}", initial=start_step, total=total_steps,
-               disable=not progress, mininterval=2.0, dynamic_ncols=False, ncols=100)
+               disable=not (progress and main), mininterval=2.0, dynamic_ncols=False, ncols=100)
     for step in bar:
         step_started = time.perf_counter()
-        indices = order[step * config.batch_size : (step + 1) * config.batch_size]
+        batch_indices = order[step * config.batch_size : (step + 1) * config.batch_size]
+        mine = batch_indices[rank * share : (rank + 1) * share]
+        first_group = rank * share // config.micro_batch_size
         if config.method in ("sdft", "offline_distill"):
-            row = distillation_step(student, teacher, tokenizer, [student_prompts[i] for i in indices],
-                                    [teacher_prompts[i] for i in indices], config, step + 1, output_dir,
-                                    [targets[i] for i in indices] if config.method == "offline_distill" else None)
+            row = distillation_step(loop, step + 1, first_group, [student_prompts[i] for i in mine],
+                                    [teacher_prompts[i] for i in mine],
+                                    [targets[i] for i in mine] if config.method == "offline_distill" else None)
         else:
-            row = likelihood_step(student, tokenizer, [student_prompts[i] for i in indices],
-                                  [targets[i] for i in indices], config, step + 1, output_dir)
-        grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm)
+            row = likelihood_step(loop, step + 1, [student_prompts[i] for i in mine], [targets[i] for i in mine])
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         row.update(step=step + 1, epoch=(step + 1) * config.batch_size / len(examples),
                    learning_rate=scheduler.get_last_lr()[0], grad_norm=grad_norm.item())
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if teacher:
-            teacher.update(student)
+            teacher.update(model)
         row["seconds_step"] = time.perf_counter() - step_started
         metrics.append(row)
-        with metrics_path.open("a") as handle:
-            handle.write(json.dumps(row, sort_keys=True) + "\n")
+        if main:
+            with metrics_path.open("a") as handle:
+                handle.write(json.dumps(row, sort_keys=True) + "\n")
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         finished_step = step + 1
         due = config.checkpoint_every and finished_step % config.checkpoint_every == 0
         if finished_step < total_steps and (due or finished_step == stop_after_step):
-            _save_checkpoint(checkpoint_path, run_id, finished_step, student, teacher, optimizer, scheduler)
+            if main:
+                _save_checkpoint(checkpoint_path, run_id, finished_step, model, teacher, optimizer, scheduler)
+            accelerator.wait_for_everyone()
         if finished_step == stop_after_step and finished_step < total_steps:
             bar.close()
             return {"run_id": run_id, "stopped_after_step": finished_step}
     bar.close()
 
-    if config.save_model:
-        staging = output_dir / "model.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        student.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(output_dir / "model", ignore_errors=True)
-        staging.rename(output_dir / "model")
     summary = {
         "run_id": run_id, "method": config.method, "steps": total_steps, "examples_seen": len(order),
-        "train_seconds_this_session": time.perf_counter() - started,
+        "processes": world, "train_seconds_this_session": time.perf_counter() - started,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "teacher_prompts_truncated": truncation.truncated,
         "final_loss": metrics[-1]["loss"] if metrics else None,
     }
-    write_json(summary_path, summary)
-    shutil.rmtree(checkpoint_path.parent, ignore_errors=True)
+    if main:
+        if config.save_model:
+            staging = output_dir / "model.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            shutil.rmtree(output_dir / "model", ignore_errors=True)
+            staging.rename(output_dir / "model")
+        write_json(summary_path, summary)
+        shutil.rmtree(checkpoint_path.parent, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return summary

@@ -1,0 +1,42 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: SDFT kit
+#     language: python
+#     name: sdft-kit
+# ---
+
+# %% [markdown]
+# # Evaluate one model on a task
+# Greedy answers (paper B.2) to the task's evaluation splits, scored by the task's deterministic scorer, and
+# forgetting on general prompts unrelated to the task: KL(model ‖ base) on the model's own samples and top-1
+# agreement with the base model. The result (with every answer, for paired comparisons) goes to
+# `{results_dir}/eval/{name}.json`.
+
+# %% tags=["parameters"]
+results_dir = "results/demo"
+task = "knowledge"
+name = "base"
+model_dir = "base"  # "base": the untrained embedded model
+splits = ["test", "ood"]
+oracle_context = False  # ask each question with its source text in front of it (Table 1, Oracle RAG)
+max_items = 0  # per split; 0 means all
+max_general_prompts = 0  # 0 means all; an empty list of prompts skips the forgetting measures
+max_new_tokens = 0  # 0 means the task's budget
+batch_size = 8
+
+# %%
+import pandas as pd
+
+from data_prep.knowledge import load_general_prompts
+from data_prep.tasks import load_task
+from sdft_core.evaluate import evaluate_model
+
+general = [row["prompt"] for row in load_general_prompts("eval")][: max_general_prompts or None]
+result = evaluate_model(model_dir, load_task(task), splits, general, f"{results_dir}/eval/{name}.json",
+                        max_items=max_items, batch_size=batch_size, oracle_context=oracle_context,
+                        max_new_tokens=max_new_tokens or None)
+pd.DataFrame({split: result[split] for split in splits}).T
+
+# %%
+pd.DataFrame(result["records"][splits[0]])[["prompt", "response", "correct"]].head(10)

@@ -1,0 +1,76 @@
+"""Command line: train one run on a task, the entry point for `accelerate launch` (multi-process, multi-GPU).
+
+    python -m sdft_core.cli train --task knowledge --output-dir results/runs/sdft --learning-rate 1e-4
+    accelerate launch --cpu --num_processes 2 -m sdft_core.cli train --task knowledge --output-dir ... \
+        --batch-size 8 --micro-batch-size 4
+    python -m sdft_core.cli train --task knowledge --preset paper_as_run --output-dir ...
+
+Every TrainConfig field is a flag (underscores become dashes); `--help` shows each field's documentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import sys
+import typing
+
+from sdft_core.config import PRESETS, TrainConfig
+
+
+def _field_docs() -> dict[str, str]:
+    """The docstring under each TrainConfig field, read from the source (the documentation lives there)."""
+    body = ast.parse(inspect.getsource(TrainConfig)).body[0].body
+    return {node.target.id: " ".join(after.value.value.split()) for node, after in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sdft_core.cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train one run on an embedded task")
+    train.add_argument("--task", required=True, help="task name (data_prep.tasks.TASKS)")
+    train.add_argument("--output-dir", required=True, help="the run's folder")
+    train.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
+    train.add_argument("--max-train-examples", type=int, default=0, help="use only the first N examples (0: all)")
+    train.add_argument("--stop-after-step", type=int, help="stop after this optimizer step, leaving a checkpoint "
+                       "(split a long run over several sessions; a rerun resumes it)")
+    docs = _field_docs()
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "extra":
+            continue
+        kind = hints[field.name]
+        base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+        flag = "--" + field.name.replace("_", "-")
+        if base is bool:
+            train.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+                               help=docs.get(field.name))
+        else:
+            train.add_argument(flag, type=base, default=None, help=docs.get(field.name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    from data_prep.tasks import load_task
+    from sdft_core.train import train
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if f.name != "extra" and getattr(args, f.name) is not None}
+    task = load_task(args.task)
+    overrides.setdefault("max_new_tokens", task.max_new_tokens)
+    config = TrainConfig(**{**(PRESETS[args.preset] if args.preset else {}), **overrides,
+                            "extra": {"task": args.task}})
+    summary = train(config, task.train[: args.max_train_examples or None], args.output_dir,
+                    stop_after_step=args.stop_after_step)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
