@@ -87,6 +87,14 @@ class TrainConfig:
     """Rollout sampling temperature (the paper samples on-policy at 1.0)."""
     top_p: float = 1.0
     """Rollout nucleus sampling threshold."""
+    rollout_engine: str = "hf"
+    """Who samples the rollouts: "hf" (transformers generate from the live student; CPU and small GPU runs),
+    "vllm_colocate" (a vLLM engine in the training process, weights pushed after every step, sleep mode between
+    rollouts) or "vllm_server" (a separate `trl vllm-serve` server). vLLM needs the `gpu` extra."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """Fraction of GPU memory the colocated vLLM engine may take."""
+    vllm_server_url: str | None = None
+    """Base URL of the vLLM server for rollout_engine="vllm_server" (e.g. http://localhost:8000)."""
     importance_sampling: bool = False
     """Weight each token's loss by the truncated ratio π_θ(y_t)/q(y_t) of the training forward pass to the sampler
     (Algorithm 1 line 17): needed when rollouts come from another engine (vLLM) or with temperature/top-p ≠ 1."""
@@ -109,7 +117,8 @@ class TrainConfig:
     def __post_init__(self):
         choices = {"method": METHODS, "teacher_kind": TEACHER_KINDS, "estimator": ESTIMATORS,
                    "direction": DIRECTIONS, "teacher_context": TEACHER_CONTEXTS,
-                   "normalize": ("tokens", "sequences"), "dtype": ("float32", "bfloat16")}
+                   "normalize": ("tokens", "sequences"), "dtype": ("float32", "bfloat16"),
+                   "rollout_engine": ("hf", "vllm_colocate", "vllm_server")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -118,6 +127,8 @@ class TrainConfig:
                              f"({self.micro_batch_size})")
         if self.method in ("offline_distill", "sft_teacher_samples") and self.teacher_kind != "frozen":
             raise ValueError(f"method={self.method!r} learns from a fixed teacher: set teacher_kind='frozen'")
+        if self.rollout_engine != "hf" and self.device != "cuda":
+            raise ValueError(f"rollout_engine={self.rollout_engine!r} needs device='cuda' (vLLM has no CPU path here)")
         if self.teacher_model is not None and self.teacher_kind == "live":
             raise ValueError("teacher_kind='live' is the student itself; teacher_model must be None")
         self.divergence()  # validates direction, jsd_beta range is checked when used, topk and its support

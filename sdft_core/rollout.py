@@ -103,3 +103,19 @@ def generate(
         scores = torch.stack(output.scores, dim=1).float()  # processed logits: what was sampled from
         logprobs = torch.log_softmax(scores, -1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
     return Batch(prompt_ids, prompt_mask, completion_ids, completion_mask(completion_ids, eos_ids), logprobs)
+
+
+class HFSampler:
+    """Rollouts with HF `generate` from the live student: always on-policy, nothing to synchronise."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, return_logprobs: bool = False):
+        self.model, self.tokenizer, self.return_logprobs = model, tokenizer, return_logprobs
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        pass
+
+    def sample(self, prompts: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
+               seed: int) -> Batch:
+        torch.manual_seed(seed)
+        return generate(self.model, self.tokenizer, prompts, max_new_tokens, temperature, top_p,
+                        return_logprobs=self.return_logprobs)

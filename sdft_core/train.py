@@ -39,9 +39,9 @@ from sdft_core.config import TEACHER_METHODS, TrainConfig
 from sdft_core.data import Example
 from sdft_core.io import atomic_write, fingerprint, read_json, write_json, write_jsonl
 from sdft_core.loss import distillation_loss, likelihood_loss
-from sdft_core.model import load_model, load_tokenizer
+from sdft_core.model import load_model, load_tokenizer, resolve_model_path
 from sdft_core.prompts import TruncationCounter, encode, student_prompt_ids, teacher_prompt_ids
-from sdft_core.rollout import Batch, eos_token_ids, generate, left_pad, right_pad
+from sdft_core.rollout import Batch, HFSampler, eos_token_ids, generate, left_pad, right_pad
 from sdft_core.teacher import Teacher
 
 
@@ -110,6 +110,7 @@ class Loop:
     tokenizer: object
     accelerator: Accelerator
     output_dir: Path
+    sampler: object = None  # HFSampler or rollout_vllm.VLLMSampler (on-policy methods)
 
     def global_sum(self, *values: float) -> list[float]:
         """Sums over processes (identity with one process)."""
@@ -120,6 +121,18 @@ class Loop:
     def sync_gradients_now(self, last_micro_batch: bool):
         """DDP all-reduces gradients at every backward; only the last micro-batch of a step needs it."""
         return nullcontext() if last_micro_batch else self.accelerator.no_sync(self.student)
+
+
+def make_sampler(config: TrainConfig, model, tokenizer):
+    """HF generate (CPU, small GPU runs) or vLLM (paper scale; imported only when asked for)."""
+    if config.rollout_engine == "hf":
+        return HFSampler(model, tokenizer, return_logprobs=config.importance_sampling)
+    from sdft_core.rollout_vllm import VLLMSampler
+
+    return VLLMSampler(resolve_model_path(config.model), tokenizer, eos_token_ids(model, tokenizer),
+                       mode=config.rollout_engine.removeprefix("vllm_"),
+                       gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                       server_url=config.vllm_server_url, seed=config.seed, dtype=config.dtype)
 
 
 def rollout_seed(seed: int, step: int, group: int) -> int:
@@ -155,9 +168,8 @@ def distillation_step(loop: Loop, step: int, first_group: int, student_prompts, 
     batches = []
     for index, group in enumerate(groups):
         if fixed_completions is None:
-            torch.manual_seed(rollout_seed(config.seed, step, first_group + index))
-            batches.append(generate(loop.model, tokenizer, student_prompts[group], config.max_new_tokens,
-                                    config.temperature, config.top_p, return_logprobs=config.importance_sampling))
+            batches.append(loop.sampler.sample(student_prompts[group], config.max_new_tokens, config.temperature,
+                                               config.top_p, rollout_seed(config.seed, step, first_group + index)))
         else:
             batches.append(_fixed_batch(student_prompts[group], fixed_completions[group], tokenizer.pad_token_id,
                                         device))
@@ -354,7 +366,8 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
         if main:
             print(f"[sdft] resuming {output_dir} from the checkpoint after step {start_step} of {total_steps}.")
     # DistributedDataParallel when launched with several processes; the model itself otherwise.
-    loop = Loop(config, accelerator.prepare_model(model), model, teacher, tokenizer, accelerator, output_dir)
+    loop = Loop(config, accelerator.prepare_model(model), model, teacher, tokenizer, accelerator, output_dir,
+                make_sampler(config, model, tokenizer) if config.method == "sdft" else None)
     metrics_path = output_dir / "metrics.jsonl"
     metrics = _read_metrics(metrics_path, start_step)
     if main:
@@ -385,6 +398,8 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
         optimizer.zero_grad(set_to_none=True)
         if teacher:
             teacher.update(model)
+        if loop.sampler:
+            loop.sampler.sync_weights(model)
         row["seconds_step"] = time.perf_counter() - step_started
         metrics.append(row)
         if main:
