@@ -56,7 +56,8 @@ def knowledge_demo_steps(results: str, train: dict, evaluation: dict) -> list[St
     for method in ("sft", "sdft"):
         steps.append(Step(f"train_{method}", "train",
                           {"results_dir": results, "task": "knowledge", "run_name": f"knowledge_{method}",
-                           "method": method, **train["common"], **train[method]}, after=("data",)))
+                           "method": method, "teacher_context": "context_and_demonstration", **train["common"],
+                           **train[method]}, after=("data",)))
     for name, model in (("base", "base"), ("sft", f"{runs}/knowledge_sft/model"),
                         ("sdft", f"{runs}/knowledge_sdft/model")):
         steps.append(Step(f"eval_{name}", "evaluate",
