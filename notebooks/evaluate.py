@@ -14,7 +14,7 @@
 # `{results_dir}/eval/{name}.json`.
 
 # %% tags=["parameters"]
-results_dir = "results/demo"
+results_dir = "results/tiny"
 task = "knowledge"
 name = "base"
 model_dir = "base"  # "base": the untrained embedded model

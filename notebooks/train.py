@@ -13,7 +13,7 @@
 # skipped; a killed run resumes from its last checkpoint.
 
 # %% tags=["parameters"]
-results_dir = "results/demo"
+results_dir = "results/tiny"
 task = "knowledge"
 run_name = "knowledge_sdft"
 preset = ""  # "paper_as_written" or "paper_as_run" sets the SDFT fields below; empty keeps them as given

@@ -20,7 +20,7 @@ from sdft_core.loss import Divergence, stepwise_divergence
 from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer
 from sdft_core.prompts import CONTEXT_PREFIX, chat_prompt, encode
 from sdft_core.rollout import Batch, generate
-from sdft_core.train import completion_hidden
+from sdft_core.train import completion_hidden, with_teacher_prompts
 
 
 def prompt_ids(tokenizer, user_messages: list[str]) -> list[list[int]]:
@@ -45,17 +45,25 @@ def generate_batched(model, tokenizer, prompts: list[list[int]], max_new_tokens:
     return batches
 
 
-def generate_texts(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 8,
-                   temperature: float = 0.0, top_p: float = 1.0, desc: str = "generate",
-                   progress: bool = True) -> list[str]:
-    """Completions as text, in the order of `prompts` (greedy by default, as the paper evaluates accuracy)."""
-    texts: list[str] = [""] * len(prompts)
+def generate_completions(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 8,
+                         temperature: float = 0.0, top_p: float = 1.0, desc: str = "generate",
+                         progress: bool = True) -> list[tuple[str, int]]:
+    """(text, number of generated tokens) per prompt, in the order of `prompts` (greedy by default, as the paper
+    evaluates accuracy)."""
+    completions: list[tuple[str, int]] = [("", 0)] * len(prompts)
     for indices, batch in generate_batched(model, tokenizer, prompts, max_new_tokens, batch_size, temperature,
                                            top_p, desc, progress):
         for row, index in enumerate(indices):
             tokens = batch.completion_ids[row][batch.completion_mask[row].bool()]
-            texts[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
-    return texts
+            completions[index] = (tokenizer.decode(tokens, skip_special_tokens=True).strip(), len(tokens))
+    return completions
+
+
+def generate_texts(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 8,
+                   temperature: float = 0.0, top_p: float = 1.0, desc: str = "generate",
+                   progress: bool = True) -> list[str]:
+    return [text for text, _ in generate_completions(model, tokenizer, prompts, max_new_tokens, batch_size,
+                                                     temperature, top_p, desc, progress)]
 
 
 def score_items(items, responses: list[str], score) -> tuple[dict, list[dict]]:
@@ -70,18 +78,32 @@ def score_items(items, responses: list[str], score) -> tuple[dict, list[dict]]:
 
 
 @torch.no_grad()
+def sampled_sequence_kl(p_model, p_prompts: list[list[int]], q_model, q_prompts: list[list[int]], tokenizer,
+                        max_new_tokens: int, batch_size: int = 8, seed: int = 0, progress: bool = True) -> list[float]:
+    """Sequence-level KL(p ‖ q) per prompt, estimated without bias as Σ_t KL_t(p ‖ q) along one completion sampled
+    from p (temperature 1). p and q may see different prompts for the same completion (e.g. the demonstration-
+    conditioned teacher vs the plain student context, paper Fig. 2 right)."""
+    torch.manual_seed(seed)
+    kl = [0.0] * len(p_prompts)
+    for indices, batch in generate_batched(p_model, tokenizer, p_prompts, max_new_tokens, batch_size,
+                                           temperature=1.0, desc="sequence KL", progress=progress):
+        q_batch = with_teacher_prompts(batch, [q_prompts[i] for i in indices], tokenizer.pad_token_id)
+        divergence = stepwise_divergence(completion_hidden(p_model, batch), completion_hidden(q_model, q_batch),
+                                         p_model.get_output_embeddings(), q_model.get_output_embeddings(),
+                                         Divergence("reverse"), chunk_size=64)
+        for row, index in enumerate(indices):
+            kl[index] = (divergence[row] * batch.completion_mask[row]).sum().item()
+    return kl
+
+
+@torch.no_grad()
 def forgetting_metrics(model, base_model, tokenizer, general_prompts: list[str], max_new_tokens: int = 64,
                        batch_size: int = 8, seed: int = 0, progress: bool = True) -> dict:
     """KL(model ‖ base) on the model's own samples, and top-1 agreement on the base model's greedy completions."""
     prompts = prompt_ids(tokenizer, general_prompts)
+    sequence_kl = sampled_sequence_kl(model, prompts, base_model, prompts, tokenizer, max_new_tokens, batch_size,
+                                      seed, progress)
     model_head, base_head = model.get_output_embeddings(), base_model.get_output_embeddings()
-    torch.manual_seed(seed)
-    sequence_kl = []
-    for _, batch in generate_batched(model, tokenizer, prompts, max_new_tokens, batch_size, temperature=1.0,
-                                     desc="kl to base", progress=progress):
-        divergence = stepwise_divergence(completion_hidden(model, batch), completion_hidden(base_model, batch),
-                                         model_head, base_head, Divergence("reverse"), chunk_size=64)
-        sequence_kl.extend((divergence * batch.completion_mask).sum(1).tolist())
     agree = positions = 0
     for _, batch in generate_batched(base_model, tokenizer, prompts, max_new_tokens, batch_size, temperature=0.0,
                                      desc="agreement", progress=progress):
@@ -121,9 +143,12 @@ def evaluate_model(model_dir: str, task, splits: list[str], general_prompts: lis
     for split, split_items in items.items():
         messages = [CONTEXT_PREFIX.format(context=i.context) + i.prompt if oracle_context else i.prompt
                     for i in split_items]
-        responses = generate_texts(model, tokenizer, prompt_ids(tokenizer, messages), max_new_tokens, batch_size,
-                                   desc=f"answer {split}")
+        completions = generate_completions(model, tokenizer, prompt_ids(tokenizer, messages), max_new_tokens,
+                                           batch_size, desc=f"answer {split}")
+        responses = [text for text, _ in completions]
         result[split], result["records"][split] = score_items(split_items, responses, task.score)
+        # Paper Table 2 measures retained reasoning by the length of what the model writes.
+        result[split]["mean_response_tokens"] = sum(n for _, n in completions) / max(len(completions), 1)
     if general_prompts:
         result["forgetting"] = forgetting_metrics(model, base, tokenizer, general_prompts, max_new_tokens,
                                                   batch_size, seed)

@@ -170,10 +170,12 @@ def _distill_chunk(
 def _run_chunked(fn, chunk_size: int | None, sequence_tensors: list[torch.Tensor], *constants):
     """Sum fn over chunks along dim 1; each chunk is recomputed in backward so only one chunk's logits live at once."""
     length = sequence_tensors[0].shape[1]
+    parts = _chunks(length, chunk_size)
     totals = None
-    for part in _chunks(length, chunk_size):
+    for part in parts:
         pieces = [t[:, part] for t in sequence_tensors]
-        if chunk_size is not None and torch.is_grad_enabled():
+        # With a single chunk, recomputing it in backward would save no memory, only cost time.
+        if len(parts) > 1 and torch.is_grad_enabled():
             out = checkpoint(fn, *pieces, *constants, use_reentrant=False)
         else:
             out = fn(*pieces, *constants)

@@ -19,10 +19,11 @@ KNOWLEDGE_COLUMNS = {"strict": "Acc. (strict)", "lenient": "Acc. (lenient)", "oo
 
 
 def knowledge_table(results_dir: str | Path, models: list[str]) -> pd.DataFrame:
-    """Paper Table 1 layout: accuracies in %, one row per model, plus the forgetting measures."""
+    """Paper Table 1 layout: accuracies in %, one row per model, plus the forgetting measures.
+    Reads eval/knowledge_<model>.json."""
     rows = {}
     for name in models:
-        result = read_json(Path(results_dir) / "eval" / f"{name}.json")
+        result = read_json(Path(results_dir) / "eval" / f"knowledge_{name}.json")
         rows[name] = {
             "strict": 100 * result["test"]["strict"], "lenient": 100 * result["test"]["lenient"],
             "ood_strict": 100 * result["ood"]["strict"], "ood_lenient": 100 * result["ood"]["lenient"],

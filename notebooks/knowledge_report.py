@@ -7,12 +7,12 @@
 # ---
 
 # %% [markdown]
-# # Knowledge acquisition 4/4 — report
+# # Knowledge acquisition — report
 # The table of paper Table 1 for the embedded model (base / SFT / SDFT; strict, lenient, OOD accuracy in %), with the
 # forgetting measures, and a figure. Written to `results_dir` as Markdown, CSV, PNG and PDF.
 
 # %% tags=["parameters"]
-results_dir = "results/demo"
+results_dir = "results/tiny"
 models = ["base", "sft", "sdft"]
 
 # %%

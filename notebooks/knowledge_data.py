@@ -7,13 +7,13 @@
 # ---
 
 # %% [markdown]
-# # Knowledge acquisition 1/4 — the embedded dataset
+# # Knowledge acquisition — the embedded dataset
 # Paper §4 (*Knowledge Acquisition*) at the scale of the embedded model: articles about **invented** 2025–2026
 # disasters, question/answer pairs about them (train / validation / test), and indirect (out-of-distribution)
 # questions. Every file is validated here, before anything trains.
 
 # %% tags=["parameters"]
-results_dir = "results/demo"
+results_dir = "results/tiny"
 
 # %%
 import pandas as pd

@@ -1,0 +1,37 @@
+"""Evaluation helpers on the tiny random model: scoring records, sequence KL, caching."""
+
+import torch
+
+from data_prep.tasks import EvalItem, Task
+from sdft_core.evaluate import evaluate_model, prompt_ids, sampled_sequence_kl, score_items
+from sdft_core.model import load_model
+
+
+def test_score_items_averages_every_boolean():
+    items = [EvalItem("a", "q1", {"answer": "x"}), EvalItem("b", "q2", {"answer": "y"})]
+    score = lambda response, ref: {"correct": response == ref["answer"], "nonempty": bool(response)}
+    metrics, records = score_items(items, ["x", ""], score)
+    assert metrics == {"correct": 0.5, "nonempty": 0.5, "n": 2}
+    assert [r["id"] for r in records] == ["a", "b"] and records[0]["response"] == "x"
+
+
+def test_sequence_kl_is_zero_against_itself_and_positive_against_another_context(tiny_model_dir,
+                                                                                  embedded_tokenizer):
+    model = load_model(tiny_model_dir).eval()
+    prompts = prompt_ids(embedded_tokenizer, ["Name a colour.", "Count to three."])
+    other = prompt_ids(embedded_tokenizer, ["Some context first. Name a colour.", "More context. Count to three."])
+    same = sampled_sequence_kl(model, prompts, model, prompts, embedded_tokenizer, 5, progress=False)
+    different = sampled_sequence_kl(model, prompts, model, other, embedded_tokenizer, 5, progress=False)
+    assert all(abs(k) < 1e-5 for k in same) and all(k > 0 for k in different)
+
+
+def test_evaluate_model_is_cached_and_counts_response_tokens(tmp_path, tiny_model_dir, capsys):
+    items = [EvalItem(f"i{n}", f"Say {n}.", {"answer": str(n)}) for n in range(3)]
+    task = Task("toy", "toy", [], {"test": items}, lambda r, ref: {"correct": ref["answer"] in r}, max_new_tokens=4)
+    first = evaluate_model(tiny_model_dir, task, ["test"], ["Hello?"], str(tmp_path / "e.json"),
+                           base_model_name=tiny_model_dir)
+    assert first["test"]["n"] == 3 and 0 < first["test"]["mean_response_tokens"] <= 4
+    assert "kl_to_base" in first["forgetting"]
+    second = evaluate_model(tiny_model_dir, task, ["test"], ["Hello?"], str(tmp_path / "e.json"),
+                            base_model_name=tiny_model_dir)
+    assert second == first and "up to date" in capsys.readouterr().out
