@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 PIP_OPTIONS ?=
 INSTALLED := $(VENV)/.installed
 
+PROFILE ?= tiny
+
 .PHONY: demo test test-fast notebooks reproduce clean-venv
 
 $(INSTALLED): pyproject.toml Makefile
@@ -22,6 +24,10 @@ $(INSTALLED): pyproject.toml Makefile
 
 demo: $(INSTALLED)
 	$(BIN)/python -m sdft_core.pipeline demo
+
+# Every figure and table of the paper for a profile (tiny: the embedded model on this CPU; paper: GPUs, see README).
+reproduce: $(INSTALLED)
+	$(BIN)/python -m sdft_core.pipeline $(PROFILE)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q -ra

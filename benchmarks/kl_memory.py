@@ -42,8 +42,6 @@ def measure_loss(batch: int, length: int, hidden: int, vocab: int, chunk: int | 
 
 
 def measure_ema(repeats: int = 5) -> dict:
-    import torch
-
     from sdft_core.model import EMBEDDED_MODEL, load_model
     from sdft_core.teacher import Teacher
 
@@ -69,6 +67,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=49152)
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     parser.add_argument("--chunk", type=int, default=128)
+    parser.add_argument("--no-ema", action="store_true", help="skip the EMA timing (it loads the embedded model)")
     parser.add_argument("--child", choices=["loss", "ema"], help=argparse.SUPPRESS)
     parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--unchunked", action="store_true", help=argparse.SUPPRESS)
@@ -85,8 +84,8 @@ def main() -> None:
              "--chunk", str(args.chunk)]
     print(f"Full-vocabulary KL, forward + backward: B={args.batch}, H={args.hidden}, V={args.vocab}, "
           f"chunk={args.chunk}, float32, CPU")
-    print(f"| completion length | logits B·T·V (MB) | unchunked peak (MB) | chunked peak (MB) | ratio | "
-          f"unchunked s | chunked s |")
+    print("| completion length | logits B·T·V (MB) | unchunked peak (MB) | chunked peak (MB) | ratio | "
+          "unchunked s | chunked s |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for length in args.lengths:
         unchunked = run_child(["--child", "loss", "--length", str(length), "--unchunked", *shape])
@@ -95,6 +94,8 @@ def main() -> None:
         print(f"| {length} | {logits_mb:.0f} | {unchunked['extra_peak_mb']:.0f} | {chunked['extra_peak_mb']:.0f} | "
               f"{unchunked['extra_peak_mb'] / max(chunked['extra_peak_mb'], 1):.1f}x | {unchunked['seconds']:.2f} | "
               f"{chunked['seconds']:.2f} |")
+    if args.no_ema:
+        return
     ema = run_child(["--child", "ema"])
     print(f"\nEMA teacher update (float32 lerp over {ema['parameters'] / 1e6:.0f}M parameters): "
           f"{ema['seconds_per_update'] * 1000:.0f} ms per optimizer step")

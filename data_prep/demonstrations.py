@@ -25,7 +25,7 @@ from typing import Callable
 
 from data_prep.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
     user_message
-from sdft_core.data import DatasetError, check_unique_ids, read_jsonl, require
+from sdft_core.data import DatasetError, read_jsonl, read_rows, require
 from sdft_core.io import write_json, write_jsonl
 
 AnswerMatcher = Callable[[str, str], bool]
@@ -111,12 +111,7 @@ def summary_path(output_path: str | Path) -> Path:
 
 
 def _read_prompts(path: str) -> list[dict]:
-    rows = read_jsonl(path)
-    for number, row in enumerate(rows, start=1):
-        for name in ("id", "prompt", "answer"):
-            require(path, number, row, name, str)
-    check_unique_ids(path, rows)
-    return rows
+    return read_rows(path, ("id", "prompt", "answer"))
 
 
 def _read_finished(path: str, prompts: dict[str, dict]) -> dict[str, dict]:

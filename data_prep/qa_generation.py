@@ -29,7 +29,7 @@ from pathlib import Path
 
 from data_prep.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
     user_message
-from sdft_core.data import check_unique_ids, read_jsonl, require
+from sdft_core.data import read_jsonl, read_rows, require
 from sdft_core.io import write_json, write_jsonl
 
 # Paper B.3, verbatim (including "100 question"); the PDF wraps the prompt box at a fixed width, and those line
@@ -173,12 +173,7 @@ def summary_path(output_path: str | Path) -> Path:
 
 
 def _read_articles(path: str) -> list[dict]:
-    rows = read_jsonl(path)
-    for number, row in enumerate(rows, start=1):
-        for name in ("id", "title", "text"):
-            require(path, number, row, name, str)
-    check_unique_ids(path, rows)
-    return rows
+    return read_rows(path, ("id", "title", "text"))
 
 
 def qa_request(article: dict, kind: str, config: QAGenerationConfig) -> ChatRequest:

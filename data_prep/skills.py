@@ -79,28 +79,54 @@ def first_json_object(text: str) -> dict | None:
 # --------------------------------------------------------------------------------------------------------------------
 # Tool use.
 
-# The first "Action: <name>" line followed (on the next non-blank line) by "Action Input:". "Action Input:" itself
-# does not match "Action:", so the name can never be taken from the input line.
-_CALL = re.compile(r"Action:[ \t]*(?P<action>[^\n]*?)[ \t]*\r?\n\s*Action Input:[ \t]*(?P<rest>.*)", re.DOTALL)
+# An "Action: <name>" line followed (on the next non-blank line) by "Action Input:". "Action Input:" itself does not
+# match "Action:", so the name can never be taken from the input line.
+_CALL_HEADER = re.compile(r"Action:[ \t]*(?P<action>[^\n]*?)[ \t]*\r?\n\s*Action Input:[ \t]*")
 _FENCE = re.compile(r"```(?:json)?[ \t]*\n?")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One `Action:` / `Action Input:` pair of a response."""
+
+    action: str
+    input_text: str
+    """The input as written: the JSON value when one parses (code fence removed), else the rest of its line."""
+    value: Any = None
+    """The parsed JSON value of the input (any JSON type); meaningful only when `valid_json`."""
+    valid_json: bool = False
+
+
+def parse_tool_calls(response: str) -> list[ToolCall]:
+    """Every `Action:` / `Action Input:` pair in `response`, in order. Text before, between and after the pairs (a
+    thinking process, `Observation:` lines, a final answer) is ignored; an input may sit in a ``` code fence. An
+    input that is not JSON is kept as text (valid_json False), so a broken call still counts as a call."""
+    headers = list(_CALL_HEADER.finditer(response))
+    calls = []
+    for position, header in enumerate(headers):
+        end = headers[position + 1].start() if position + 1 < len(headers) else len(response)
+        rest = response[header.end():end].lstrip()
+        fence = _FENCE.match(rest)
+        if fence:
+            rest = rest[fence.end():].lstrip()
+        try:
+            value, length = _DECODER.raw_decode(rest)
+        except json.JSONDecodeError:
+            calls.append(ToolCall(header["action"], rest.split("\n", 1)[0].strip()))
+            continue
+        calls.append(ToolCall(header["action"], rest[:length], value, valid_json=True))
+    return calls
 
 
 def parse_tool_call(response: str) -> tuple[str, dict | None] | None:
     """(action, arguments) of the first `Action:` / `Action Input:` pair in `response`; arguments is None when the
     input is not a JSON object. None when there is no such pair. Text before the pair (a thinking process) and after
     the JSON object (e.g. an `Observation:`) is ignored; the object may sit in a ``` code fence."""
-    match = _CALL.search(response)
-    if match is None:
+    calls = parse_tool_calls(response)
+    if not calls:
         return None
-    rest = match["rest"].lstrip()
-    fence = _FENCE.match(rest)
-    if fence:
-        rest = rest[fence.end():].lstrip()
-    try:
-        arguments, _ = _DECODER.raw_decode(rest)
-    except json.JSONDecodeError:
-        arguments = None
-    return match["action"], arguments if isinstance(arguments, dict) else None
+    first = calls[0]
+    return first.action, first.value if first.valid_json and isinstance(first.value, dict) else None
 
 
 def score_tool_call(response: str, reference: dict) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from data_prep import paper_tasks
 from sdft_core.data import Example
 
 
@@ -34,11 +35,14 @@ class Task:
     """Generation budget for evaluation answers and training rollouts on this task."""
 
 
-def _knowledge() -> Task:
+def _knowledge(variant: str = "qa") -> Task:
+    """variant "qa": the Q&A pairs (paper Table 1's SFT/SDFT data); "corpus": the raw articles as training documents
+    (CPT); "answer_only": demonstrations cut to the bare facts, the answer-only supervision of paper §4.4 / Table 2."""
     from data_prep import knowledge
     from sdft_core.scoring import score_facts
 
     articles = knowledge.load_articles()
+    questions = knowledge.load_questions("train", articles=articles)
 
     def items(split: str) -> list[EvalItem]:
         return [EvalItem(q.id, q.question, {"facts": q.facts, "wrong": q.wrong}, articles[q.article_id].text)
@@ -48,9 +52,25 @@ def _knowledge() -> Task:
         result = score_facts(response, reference["facts"], reference["wrong"])
         return {"correct": result.strict, "strict": result.strict, "lenient": result.lenient}
 
-    return Task("knowledge", "Knowledge acquisition: invented 2025-2026 disasters (paper §4, Table 1)",
-                knowledge.training_examples(knowledge.load_questions("train", articles=articles), articles),
+    if variant == "corpus":
+        train = [Example(a.id, "", a.text) for a in articles.values()]
+    elif variant == "answer_only":
+        train = [Example(q.id, q.question, "; ".join(aliases[0] for aliases in q.facts) + ".",
+                         articles[q.article_id].text) for q in questions]
+    else:
+        train = knowledge.training_examples(questions, articles)
+    name = "knowledge" if variant == "qa" else f"knowledge_{variant}"
+    return Task(name, f"Knowledge acquisition ({variant}): invented 2025-2026 disasters (paper §4, Table 1)", train,
                 {split: items(split) for split in ("val", "test", "ood")}, score, max_new_tokens=48)
+
+
+def _general() -> Task:
+    """General-purpose prompts without demonstrations: the data of the re-invocation stage (on-policy distillation
+    from the base model after SFT). No evaluation split: forgetting is measured on the separate "eval" prompts."""
+    from data_prep.knowledge import load_general_prompts
+
+    train = [Example(row["id"], row["prompt"], "") for row in load_general_prompts("train")]
+    return Task("general", "General-purpose prompts for re-invocation", train, {}, lambda r, ref: {}, 64)
 
 
 def _skill(name: str) -> Task:
@@ -71,8 +91,17 @@ def _skill(name: str) -> Task:
 
 
 TASKS: dict[str, Callable[[], Task]] = {"knowledge": _knowledge,
+                                        "knowledge_corpus": lambda: _knowledge("corpus"),
+                                        "knowledge_answer_only": lambda: _knowledge("answer_only"),
+                                        "general": _general,
                                         "tool_use": lambda: _skill("tool_use"),
-                                        "extraction": lambda: _skill("extraction")}
+                                        "extraction": lambda: _skill("extraction"),
+                                        # The paper's own data, from the paper-scale builders (data_prep.paper_tasks)
+                                        "paper_tool_use": lambda: paper_tasks.tool_use(),
+                                        "paper_science": lambda: paper_tasks.science(),
+                                        "paper_medical": lambda: paper_tasks.medical(),
+                                        "paper_knowledge": lambda: paper_tasks.knowledge(),
+                                        "paper_knowledge_corpus": lambda: paper_tasks.knowledge(corpus=True)}
 
 
 def load_task(name: str) -> Task:

@@ -17,13 +17,17 @@
 results_dir = "results/tiny"
 task = "knowledge"
 name = "base"
-model_dir = "base"  # "base": the untrained embedded model
+model_dir = "base"  # "base": the untrained base model
+base_model = "embedded:smollm2-135m-instruct"  # the base model (forgetting is measured against it)
 splits = ["test"]
 oracle_context = False  # ask each question with its source text in front of it (Table 1, Oracle RAG)
 max_items = 0  # per split; 0 means all
-max_general_prompts = 0  # 0 means all; an empty list of prompts skips the forgetting measures
+measure_forgetting = True  # KL to base and agreement on general prompts unrelated to the task
+max_general_prompts = 0  # 0 means all
 max_new_tokens = 0  # 0 means the task's budget
 batch_size = 8
+dtype = "float32"  # bfloat16 on GPUs
+device = "cpu"
 
 # %%
 import pandas as pd
@@ -33,9 +37,12 @@ from data_prep.tasks import load_task
 from sdft_core.evaluate import evaluate_model
 
 general = [row["prompt"] for row in load_general_prompts("eval")][: max_general_prompts or None]
+if not measure_forgetting:
+    general = []
 result = evaluate_model(model_dir, load_task(task), splits, general, f"{results_dir}/eval/{name}.json",
-                        max_items=max_items, batch_size=batch_size, oracle_context=oracle_context,
-                        max_new_tokens=max_new_tokens or None)
+                        base_model_name=base_model, max_items=max_items, batch_size=batch_size,
+                        oracle_context=oracle_context, max_new_tokens=max_new_tokens or None, dtype=dtype,
+                        device=device)
 pd.DataFrame({split: result[split] for split in splits}).T
 
 # %%

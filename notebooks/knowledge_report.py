@@ -8,17 +8,19 @@
 
 # %% [markdown]
 # # Knowledge acquisition — report
-# The table of paper Table 1 for the embedded model (base / SFT / SDFT; strict, lenient, OOD accuracy in %), with the
-# forgetting measures, and a figure. Written to `results_dir` as Markdown, CSV, PNG and PDF.
+# Paper Table 1 for the embedded model: strict, lenient and out-of-distribution accuracy in % (fact matcher), the
+# forgetting measures where they were taken, and the paper's numbers (Qwen2.5-7B-Instruct) beside ours. Written to
+# `results_dir/<name>` as Markdown and CSV (the table) and PNG and PDF (the figure).
 
 # %% tags=["parameters"]
 results_dir = "results/tiny"
-models = ["base", "sft", "sdft"]
+rows = {"base": "knowledge_base", "sft": "knowledge_sft", "sdft": "knowledge_sdft"}  # label: evaluation name
+name = "knowledge_acquisition"
 
 # %%
 from sdft_core.report import knowledge_table, plot_knowledge_table, save_table
 
-table = knowledge_table(results_dir, models)
-save_table(table, f"{results_dir}/knowledge_table")
-plot_knowledge_table(table, f"{results_dir}/knowledge_figure")
+table = knowledge_table(results_dir, rows)
+save_table(table, f"{results_dir}/{name}")
+plot_knowledge_table(table, f"{results_dir}/{name}")
 table

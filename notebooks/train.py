@@ -39,6 +39,7 @@ importance_sampling = False
 checkpoint_every = 10
 seed = 0
 max_train_examples = 0  # 0 means all
+config_overrides = {}  # any other TrainConfig field (sdft_core/config.py documents each), e.g. {"dtype": "bfloat16"}
 
 # %%
 import matplotlib.pyplot as plt
@@ -57,7 +58,7 @@ fields = dict(
     direction=direction, jsd_beta=jsd_beta, topk=topk or None, mask_first_tokens=mask_first_tokens,
     temperature=temperature, max_new_tokens=max_new_tokens or chosen.max_new_tokens,
     importance_sampling=importance_sampling, checkpoint_every=checkpoint_every, seed=seed, extra={"task": task})
-config = TrainConfig(**{**fields, **(PRESETS[preset] if preset else {})})
+config = TrainConfig(**{**fields, **(PRESETS[preset] if preset else {}), **config_overrides})
 summary = train(config, examples, f"{results_dir}/runs/{run_name}")
 summary
 

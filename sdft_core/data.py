@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +29,14 @@ class DatasetError(ValueError):
 
 
 def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
-    """Read a JSONL file; every line must be a JSON object, so row numbers are line numbers."""
+    """Read a JSONL file (gzip-compressed if it ends in .gz); every line must be a JSON object, so row numbers are
+    line numbers."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(path, None, None, "file not found")
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for row_number, line in enumerate(handle, start=1):
             if not line.strip():
                 raise DatasetError(path, row_number, None, "empty line")
@@ -69,3 +72,13 @@ def check_unique_ids(path: Path | str, rows: Iterable[dict]) -> None:
         if identifier in seen:
             raise DatasetError(path, row_number, "id", f"duplicate id {identifier!r} (first at row {seen[identifier]})")
         seen[identifier] = row_number
+
+
+def read_rows(path: Path | str, string_fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """read_jsonl, then every row must have the given non-empty string fields and a unique "id"."""
+    rows = read_jsonl(path)
+    for row_number, row in enumerate(rows, start=1):
+        for name in string_fields:
+            require(path, row_number, row, name, str)
+    check_unique_ids(path, rows)
+    return rows

@@ -69,9 +69,12 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], max_new_tokens: i
 def score_items(items, responses: list[str], score) -> tuple[dict, list[dict]]:
     """Mean of every boolean the scorer returns ("correct" and task-specific ones) and one record per item, kept so
     that two models can be compared item by item."""
-    records = []
-    for item, response in zip(items, responses):
-        records.append({"id": item.id, "prompt": item.prompt, "response": response, **score(response, item.reference)})
+    references = [item.reference for item in items]
+    # A scorer that calls an LLM judge scores a whole split at once (concurrent, cached requests).
+    scores = (score.score_many(responses, references) if hasattr(score, "score_many")
+              else [score(response, reference) for response, reference in zip(responses, references)])
+    records = [{"id": item.id, "prompt": item.prompt, "response": response, **result}
+               for item, response, result in zip(items, responses, scores)]
     keys = [k for k, v in records[0].items() if isinstance(v, bool)] if records else []
     metrics = {key: sum(r[key] for r in records) / len(records) for key in keys}
     return {**metrics, "n": len(records)}, records
@@ -118,7 +121,8 @@ def forgetting_metrics(model, base_model, tokenizer, general_prompts: list[str],
 
 def evaluate_model(model_dir: str, task, splits: list[str], general_prompts: list[str], output_path: str,
                    base_model_name: str = EMBEDDED_MODEL, max_items: int = 0, batch_size: int = 8, seed: int = 0,
-                   oracle_context: bool = False, max_new_tokens: int | None = None) -> dict:
+                   oracle_context: bool = False, max_new_tokens: int | None = None, dtype: str = "float32",
+                   device: str = "cpu") -> dict:
     """Evaluate one model on a task's splits (greedy answers, paper B.2) and on forgetting; cached in `output_path`.
 
     model_dir: a trained run's model folder, or "base" for the untrained base model.
@@ -136,8 +140,8 @@ def evaluate_model(model_dir: str, task, splits: list[str], general_prompts: lis
         print(f"[eval] {output_path} is up to date; skipping.")
         return read_json(output_path)
     tokenizer = load_tokenizer(model_name)
-    model = load_model(model_name).eval()
-    base = model if model_dir == "base" else load_model(base_model_name).eval()
+    model = load_model(model_name, dtype, device).eval()
+    base = model if model_dir == "base" else load_model(base_model_name, dtype, device).eval()
     started = time.perf_counter()
     result = {"fingerprint": key, "model": model_name, "task": task.name, "records": {}}
     for split, split_items in items.items():
@@ -155,3 +159,87 @@ def evaluate_model(model_dir: str, task, splits: list[str], general_prompts: lis
     result["eval_seconds"] = time.perf_counter() - started
     write_json(output_path, result)
     return result
+
+
+def pass_at_k_counts(model_dir: str, task, split: str, samples: int, output_path: str, max_items: int = 0,
+                     temperature: float = 1.0, top_p: float = 0.95, batch_size: int = 16, seed: int = 0,
+                     base_model_name: str = EMBEDDED_MODEL) -> dict:
+    """`samples` completions per item at temperature 1.0 and top-p 0.95 (paper B.2), the number correct per item,
+    and the unbiased pass@k curve for k = 1, 2, 4, … ≤ samples. Cached in `output_path`."""
+    from sdft_core.stats import pass_at_k_curve
+
+    model_name = base_model_name if model_dir == "base" else model_dir
+    summary_file = Path(model_dir).parent / "summary.json"
+    trained_run = read_json(summary_file)["run_id"] if model_dir != "base" and summary_file.exists() else None
+    items = task.eval_splits[split][: max_items or None]
+    key = fingerprint(model_name, trained_run, task.name, split, [i.id for i in items], samples, temperature, top_p,
+                      seed)
+    if Path(output_path).exists() and read_json(output_path).get("fingerprint") == key:
+        print(f"[pass@k] {output_path} is up to date; skipping.")
+        return read_json(output_path)
+    tokenizer = load_tokenizer(model_name)
+    model = load_model(model_name).eval()
+    torch.manual_seed(seed)
+    prompts = prompt_ids(tokenizer, [i.prompt for i in items])
+    repeated = [p for p in prompts for _ in range(samples)]
+    texts = generate_texts(model, tokenizer, repeated, task.max_new_tokens, batch_size, temperature, top_p,
+                           desc=f"sample {samples} per item")
+    per_item = []
+    for index, item in enumerate(items):
+        responses = texts[index * samples : (index + 1) * samples]
+        per_item.append({"id": item.id, "n": samples,
+                         "c": sum(task.score(r, item.reference)["correct"] for r in responses)})
+    ks = [2**i for i in range(samples.bit_length()) if 2**i <= samples]
+    result = {"fingerprint": key, "model": model_name, "task": task.name, "split": split, "items": per_item,
+              "pass_at_k": {str(k): v for k, v in pass_at_k_curve([(r["n"], r["c"]) for r in per_item], ks).items()}}
+    write_json(output_path, result)
+    return result
+
+
+def kl_to_base_of_sft_and_teacher(sft_model_dir: str, task, output_path: str, max_examples: int = 16,
+                                  teacher_context: str = "demonstration", base_model_name: str = EMBEDDED_MODEL,
+                                  batch_size: int = 8, seed: int = 0) -> dict:
+    """Paper Fig. 2 (right): how far from the base policy are (a) the SFT model and (b) the demonstration-
+    conditioned teacher? Both as sequence-level KL(· ‖ base) on their own samples for the same training prompts x:
+    KL(π_SFT(·|x) ‖ π_0(·|x)) and KL(π_0(·|x,c) ‖ π_0(·|x)). Cached in `output_path`."""
+    from sdft_core.prompts import student_prompt_ids, teacher_prompt_ids
+
+    summary_file = Path(sft_model_dir).parent / "summary.json"
+    examples = task.train[:max_examples]
+    key = fingerprint(read_json(summary_file)["run_id"], task.name, [e.id for e in examples], teacher_context, seed)
+    if Path(output_path).exists() and read_json(output_path).get("fingerprint") == key:
+        print(f"[kl] {output_path} is up to date; skipping.")
+        return read_json(output_path)
+    tokenizer = load_tokenizer(base_model_name)
+    base, sft = load_model(base_model_name).eval(), load_model(sft_model_dir).eval()
+    student = [student_prompt_ids(tokenizer, e, 4096) for e in examples]
+    teacher = [teacher_prompt_ids(tokenizer, e, 4096, teacher_context) for e in examples]
+    sft_kl = sampled_sequence_kl(sft, student, base, student, tokenizer, task.max_new_tokens, batch_size, seed)
+    teacher_kl = sampled_sequence_kl(base, teacher, base, student, tokenizer, task.max_new_tokens, batch_size, seed)
+    result = {"fingerprint": key, "task": task.name, "n": len(examples),
+              "sft_kl_to_base": sum(sft_kl) / len(sft_kl), "teacher_kl_to_base": sum(teacher_kl) / len(teacher_kl),
+              "per_example": [{"id": e.id, "sft": s, "teacher": t} for e, s, t in zip(examples, sft_kl, teacher_kl)]}
+    write_json(output_path, result)
+    return result
+
+
+def select_best(results_dir: str, task, name: str, candidates: list[str], val_split: str, test_splits: list[str],
+                general_prompts: list[str], prior: dict | None = None, base_model_name: str = EMBEDDED_MODEL,
+                **evaluation) -> dict:
+    """Paper B.1: "We report test results for the model checkpoint that achieved the best validation performance".
+    Reads eval/<candidate>_val.json for every candidate run, picks the best validation accuracy (ties: the first),
+    evaluates that run on the test splits as eval/<name>.json and, if `prior` is given, its prior capabilities as
+    prior/<name>.json. The choice and every validation score go to best/<name>.json."""
+    results = Path(results_dir)
+    scores = {run: read_json(results / "eval" / f"{run}_val.json")[val_split]["correct"] for run in candidates}
+    best = max(candidates, key=lambda run: scores[run])
+    model_dir = str(results / "runs" / best / "model")
+    evaluate_model(model_dir, task, test_splits, general_prompts, str(results / "eval" / f"{name}.json"),
+                   base_model_name=base_model_name, **evaluation)
+    if prior is not None:
+        from sdft_core.prior_capabilities import evaluate_prior_capabilities
+
+        evaluate_prior_capabilities(model_dir, results / "prior" / f"{name}.json", **prior)
+    choice = {"name": name, "best": best, "val_split": val_split, "val_scores": scores}
+    write_json(results / "best" / f"{name}.json", choice)
+    return choice

@@ -15,6 +15,8 @@ Profiles:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 
 @dataclass
@@ -23,6 +25,14 @@ class Step:
     notebook: str
     parameters: dict = field(default_factory=dict)
     after: tuple[str, ...] = ()
+
+
+@cache
+def _train_notebook_parameters() -> frozenset[str]:
+    import papermill
+
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "train.ipynb"
+    return frozenset(papermill.inspect_notebook(str(notebook)))
 
 
 class Plan:
@@ -41,7 +51,12 @@ class Plan:
         return "base" if run == "base" else f"{self.results_dir}/runs/{run}/model"
 
     def train(self, run: str, task: str, after: tuple[str, ...] = (), **parameters) -> str:
-        return self.add(f"train_{run}", "train", {"task": task, "run_name": run, **parameters}, after)
+        """A training run. TrainConfig fields that the train notebook does not list as parameters of their own go to
+        its `config_overrides`."""
+        flat = {k: v for k, v in parameters.items() if k in _train_notebook_parameters()}
+        rest = {k: v for k, v in parameters.items() if k not in flat}
+        overrides = {"config_overrides": rest} if rest else {}
+        return self.add(f"train_{run}", "train", {"task": task, "run_name": run, **flat, **overrides}, after)
 
     def evaluate(self, name: str, task: str, run: str, **parameters) -> str:
         after = () if run == "base" else (f"train_{run}",)
@@ -93,8 +108,309 @@ def knowledge_table(plan: Plan, runs: dict, evaluation: dict) -> str:
         plan.evaluate(f"knowledge_{method}", "knowledge", f"knowledge_{method}", splits=["test", "ood"],
                       **evaluation)
         names.append(method)
-    return plan.add("knowledge_report", "knowledge_report", {"models": names},
+    return plan.add("knowledge_report", "knowledge_report", {"rows": {n: f"knowledge_{n}" for n in names}},
                     tuple(f"eval_knowledge_{n}" for n in names))
+
+
+# --- The tiny profile: every figure and table on the embedded model ----------------------------------------------
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each part of the tiny profile is; SMOKE_SIZES runs every notebook of it in minutes (tests, CI)."""
+
+    knowledge: dict  # Table 1's SFT and SDFT runs
+    skill_runs: dict  # SFT / DFT / SDFT on the skill task, one run per learning rate
+    learning_rates: tuple[float, ...]
+    ablation: dict  # the shared short SDFT setting of Fig. 7, Fig. 8 and A.1
+    ablation_variants: tuple[str, ...]
+    sequence: tuple[str, ...]  # Fig. 3's tasks, in training order
+    prior: dict  # prior-capability suite sizes
+    evaluation: dict = field(default_factory=dict)  # extra evaluate-notebook parameters
+    passk: dict = field(default_factory=lambda: {"samples": 16, "max_items": 12})
+    kl_examples: int = 16
+    train_limit: dict = field(default_factory=dict)  # extra train parameters for every run (smoke: fewer examples)
+
+
+ABLATION_VARIANTS = {
+    "ablation_reference": {}, "context_text": {"teacher_context": "context"},
+    "context_answer": {"teacher_context": "demonstration"}, "teacher_frozen": {"teacher_kind": "frozen"},
+    "teacher_live": {"teacher_kind": "live"}, "estimator_token": {"estimator": "token", "direction": "reverse"},
+    "estimator_rao_blackwell": {"estimator": "rao_blackwell", "direction": "reverse"},
+    "estimator_analytic_reverse": {"direction": "reverse"},
+}
+TINY_SIZES = Sizes(
+    knowledge=TINY_KNOWLEDGE,
+    skill_runs={"sft": {"method": "sft", "epochs": 3.0, "batch_size": 8, "micro_batch_size": 8},
+                "dft": {"method": "dft", "epochs": 3.0, "batch_size": 8, "micro_batch_size": 8},
+                "sdft": {"method": "sdft", "epochs": 2.0, "batch_size": 8, "micro_batch_size": 8,
+                         "direction": "forward"}},
+    learning_rates=(1e-4, 3e-4),
+    ablation={"method": "sdft", "learning_rate": 1.5e-4, "epochs": 1.0, "batch_size": 8, "micro_batch_size": 8,
+              "max_new_tokens": 32, "direction": "forward", "teacher_kind": "ema", "ema_alpha": 0.01,
+              "teacher_context": "context_and_demonstration", "estimator": "analytic"},
+    ablation_variants=tuple(ABLATION_VARIANTS),
+    sequence=("tool_use", "extraction", "knowledge"),
+    prior={"mmlu_questions": 60, "ifeval_prompts": 12, "humaneval_problems": 6, "ifeval_max_new_tokens": 256,
+           "humaneval_max_new_tokens": 256},
+)
+_SMOKE_RUN = {"epochs": 1.0, "batch_size": 2, "micro_batch_size": 1}
+SMOKE_SIZES = Sizes(
+    knowledge=SMOKE_KNOWLEDGE,
+    skill_runs={"sft": {"method": "sft", **_SMOKE_RUN}, "dft": {"method": "dft", **_SMOKE_RUN},
+                "sdft": {"method": "sdft", **_SMOKE_RUN, "direction": "forward"}},
+    learning_rates=(1e-4,),
+    ablation={"method": "sdft", "learning_rate": 1e-4, **_SMOKE_RUN, "teacher_context": "context_and_demonstration"},
+    ablation_variants=("ablation_reference", "context_text"),
+    sequence=("extraction", "knowledge"),
+    prior={"mmlu_questions": 2, "ifeval_prompts": 1, "humaneval_problems": 1, "ifeval_max_new_tokens": 8,
+           "humaneval_max_new_tokens": 8},
+    evaluation={"max_items": 2, "max_new_tokens": 8},
+    passk={"samples": 2, "max_items": 2},
+    kl_examples=2,
+    train_limit={"max_train_examples": 2, "max_new_tokens": 8},
+)
+# Skill learning (Fig. 2, 4, 5, 6) runs on the extraction task: the tool-use task's demonstration-conditioned
+# teacher is too weak at 135M (1/10 on a probe) for SDFT to have anything to distil; extraction's teacher is at 6/10.
+TINY_SKILL = "extraction"
+BASE_MODEL = "embedded:smollm2-135m-instruct"
+
+
+def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES) -> list[Step]:
+    plan = Plan(results_dir)
+    limit, evaluation = sizes.train_limit, sizes.evaluation
+    figures = [knowledge_table(plan, sizes.knowledge, {**evaluation, "max_general_prompts": 2} if evaluation
+                               else {})]
+    skill = TINY_SKILL
+
+    def train(run: str, task: str, after=(), **parameters) -> str:
+        return plan.train(run, task, after, **{**parameters, **limit})
+
+    def evaluate(name: str, task: str, run: str, **parameters) -> str:
+        splits = ["test", "ood"] if task == "knowledge" else ["test"]
+        return plan.evaluate(name, task, run, splits=splits, measure_forgetting=False, **evaluation, **parameters)
+
+    def base_eval(task: str) -> str:
+        if task == "knowledge":  # already evaluated for Table 1, forgetting measures included
+            return "eval_knowledge_base"
+        return evaluate(f"{task}_base", task, "base")
+
+    def prior(name: str, run: str) -> str:
+        return plan.add(f"prior_{name}", "prior_capabilities", {"name": name, "model_dir": plan.model_dir(run),
+                                                                 **sizes.prior},
+                        () if run == "base" else (f"train_{run}",))
+
+    # Table 1: + oracle RAG (the base model with the right article) and CPT (next-token loss on the articles).
+    evaluate("knowledge_oracle_rag", "knowledge", "base", oracle_context=True)
+    train("knowledge_cpt", "knowledge_corpus", method="cpt", learning_rate=1e-4, epochs=8.0, batch_size=4,
+          micro_batch_size=4)
+    evaluate("knowledge_cpt", "knowledge", "knowledge_cpt")
+    rows = {"base": "knowledge_base", "oracle_rag": "knowledge_oracle_rag", "cpt": "knowledge_cpt",
+            "sft": "knowledge_sft", "sdft": "knowledge_sdft"}
+    figures.append(plan.add("table1", "knowledge_report", {"rows": rows, "name": "table1_knowledge"},
+                            tuple(f"eval_{n}" for n in rows.values())))
+
+    # Ablations (Fig. 7 teacher context, Fig. 8 teacher kind, A.1 estimators and KL direction).
+    for variant in sizes.ablation_variants:
+        train(f"knowledge_{variant}", "knowledge", **{**sizes.ablation, **ABLATION_VARIANTS[variant]})
+        evaluate(f"knowledge_{variant}", "knowledge", f"knowledge_{variant}")
+    comparisons = {
+        "fig7_teacher_context": ("Fig. 7: teacher context (knowledge acquisition, strict accuracy)",
+                                 {"text": "context_text", "answer": "context_answer", "both": "ablation_reference"},
+                                 "strict", {"text": 75, "both": 89}),
+        "fig8_teacher_kind": ("Fig. 8: teacher parameterisation (knowledge acquisition, lenient accuracy)",
+                              {"EMA": "ablation_reference", "frozen base": "teacher_frozen",
+                               "live student": "teacher_live"}, "lenient", {}),
+        "appendix_a1_estimators": ("Appendix A.1: KL gradient estimators (knowledge acquisition, lenient accuracy)",
+                                   {"analytic (reverse)": "estimator_analytic_reverse",
+                                    "token (reverse)": "estimator_token",
+                                    "Rao-Blackwell (reverse)": "estimator_rao_blackwell",
+                                    "analytic (forward)": "ablation_reference"}, "lenient", {}),
+    }
+    comparisons = {figure: (title, {label: f"knowledge_{v}" for label, v in rows.items()
+                                    if v in sizes.ablation_variants}, metric, paper)
+                   for figure, (title, rows, metric, paper) in comparisons.items()}
+
+    # Skill learning on one task: learning-rate sweep of SFT, DFT, SDFT, and SFT + re-invocation (Fig. 4, Table 5).
+    base_eval(skill)
+    pareto = {"base": {"method": "base", "eval": f"{skill}_base", "prior": "base"}}
+    prior("base", "base")
+    for method, parameters in sizes.skill_runs.items():
+        for rate in sizes.learning_rates:
+            run = f"{skill}_{method}_lr{rate:g}"
+            train(run, skill, learning_rate=rate, **parameters)
+            evaluate(run, skill, run)
+            prior(run, run)
+            pareto[run] = {"method": method, "eval": run, "prior": run}
+            if method == "sft":
+                reinvoked = f"{run}_reinvoke"
+                train(reinvoked, "general", after=(f"train_{run}",), method="sdft", model=plan.model_dir(run),
+                      teacher_model=BASE_MODEL, teacher_kind="frozen", teacher_context="prompt",
+                      learning_rate=1e-4, epochs=1.0, batch_size=8, micro_batch_size=8, max_new_tokens=48)
+                evaluate(reinvoked, skill, reinvoked)
+                prior(reinvoked, reinvoked)
+                pareto[reinvoked] = {"method": "sft_reinvoke", "eval": reinvoked, "prior": reinvoked}
+    figures.append(plan.add("fig4_pareto", "fig4_pareto", {"task": skill, "models": pareto},
+                            tuple(f"eval_{m['eval']}" for m in pareto.values())
+                            + tuple(f"prior_{m['prior']}" for m in pareto.values())))
+    first_rate = sizes.learning_rates[0]
+    sft_run, sdft_run = f"{skill}_sft_lr{first_rate:g}", f"{skill}_sdft_lr{first_rate:g}"
+
+    # Fig. 6: on-policy SDFT vs offline distillation vs SFT on teacher samples (and SFT on the demonstrations).
+    for method in ("offline_distill", "sft_teacher_samples"):
+        run = f"{skill}_{method}"
+        train(run, skill, **{**sizes.skill_runs["sdft"], "method": method, "teacher_kind": "frozen",
+                             "learning_rate": first_rate})
+        evaluate(run, skill, run)
+    comparisons["fig6_offline_distillation"] = (
+        f"Fig. 6: on-policy vs offline use of the teacher ({skill}, accuracy)",
+        {"SFT": sft_run, "SFT on teacher samples": f"{skill}_sft_teacher_samples",
+         "offline distillation": f"{skill}_offline_distill", "SDFT (on-policy)": sdft_run}, "correct", {})
+    for figure, (title, rows, metric, paper) in comparisons.items():
+        figures.append(plan.add(figure, "compare_runs", {"title": title, "figure_name": figure, "rows": rows,
+                                                         "split": "test", "metric": metric, "paper": paper},
+                                tuple(f"eval_{n}" for n in rows.values())))
+
+    # Fig. 2 (right): KL to the base policy of the SFT model vs the demonstration-conditioned teacher.
+    figures.append(plan.add("fig2_kl_to_base", "fig2_kl_to_base",
+                            {"task": skill, "sft_run": sft_run, "max_examples": sizes.kl_examples},
+                            (f"train_{sft_run}",)))
+    # Fig. 5: pass@k of base, SFT and SDFT; the SDFT − SFT gap across model sizes (one size fits this CPU).
+    passk = {}
+    for label, run in (("base", "base"), ("SFT", sft_run), ("SDFT", sdft_run)):
+        name = f"{skill}_{run}"
+        plan.add(f"passk_{name}", "pass_at_k", {"task": skill, "name": name, "model_dir": plan.model_dir(run),
+                                                 **sizes.passk}, () if run == "base" else (f"train_{run}",))
+        passk[label] = name
+    figures.append(plan.add("fig5_pass_at_k", "fig5_pass_at_k", {"rows": passk, "task": skill},
+                            tuple(f"passk_{n}" for n in passk.values())))
+    figures.append(plan.add("fig5_scale", "fig5_scale", {"sizes": {"135M (embedded)": {"sft": sft_run,
+                                                                                       "sdft": sdft_run}}},
+                            (f"eval_{sft_run}", f"eval_{sdft_run}")))
+
+    # Fig. 3: skills learned one after another, SFT vs SDFT, every task evaluated after every stage.
+    for task in sizes.sequence:
+        base_eval(task)
+    for method in ("sft", "sdft"):
+        previous = "base"
+        for stage, task in enumerate(sizes.sequence, start=1):
+            run = f"seq_{method}_{stage}_{task}"
+            parameters = (sizes.knowledge[method] if task == "knowledge" else
+                          {**sizes.skill_runs[method], "learning_rate": first_rate})
+            train(run, task, after=() if previous == "base" else (f"train_{previous}",),
+                  **{**parameters, "model": BASE_MODEL if previous == "base" else plan.model_dir(previous),
+                     "teacher_context": "context_and_demonstration" if task == "knowledge" else "demonstration"})
+            for evaluated in sizes.sequence:
+                evaluate(f"seq_{method}_{stage}_on_{evaluated}", evaluated, run)
+            previous = run
+    figures.append(plan.add("fig3_sequential", "fig3_sequential",
+                            {"tasks": list(sizes.sequence), "methods": ["sft", "sdft"]},
+                            tuple(name for name in plan.steps if name.startswith("eval_seq_"))
+                            + tuple(base_eval(t) for t in sizes.sequence)))
+
+    # Table 2: answer-only supervision (the paper: a reasoning model on medical data; here the embedded model on
+    # knowledge answers cut to the bare facts): accuracy and how much the model still writes.
+    for method in ("sft", "sdft"):
+        run = f"answer_only_{method}"
+        train(run, "knowledge_answer_only", **sizes.knowledge[method])
+        evaluate(run, "knowledge", run)
+    figures.append(plan.add("table2_answer_only", "table2_answer_only",
+                            {"rows": {"base": "knowledge_base", "sft": "answer_only_sft", "sdft": "answer_only_sdft"}},
+                            ("eval_knowledge_base", "eval_answer_only_sft", "eval_answer_only_sdft")))
+    figures.append(plan.add("teaching_one_sdft_step", "teaching_one_sdft_step",
+                            {"max_new_tokens": 8} if evaluation else {}))
+    return plan.restricted_to(figures)
+
+
+# --- The paper profile: Qwen2.5-7B-Instruct on GPUs, the paper's sweeps (Tables 3 and 4) -----------------------
+
+PAPER_MODEL = "Qwen/Qwen2.5-7B-Instruct"
+PAPER_COMMON = {"model": PAPER_MODEL, "dtype": "bfloat16", "device": "cuda", "gradient_checkpointing": True,
+                "warmup_steps": 10, "max_grad_norm": 1.0, "weight_decay": 0.0, "micro_batch_size": 4,
+                "checkpoint_every": 50}
+PAPER_SDFT = {"method": "sdft", "estimator": "analytic", "direction": "reverse", "teacher_kind": "ema",
+              "mask_first_tokens": 3, "rollout_engine": "vllm_colocate", "importance_sampling": True}
+# Curly braces of Tables 3 and 4 become the sweep; every combination is one run, the best by validation is tested.
+PAPER_SKILL_SWEEP = {"learning_rate": (5e-6, 1e-5, 5e-5), "epochs": (1.0, 2.0), "batch_size": (16, 32, 64)}
+PAPER_KNOWLEDGE_SWEEP = {"sft": PAPER_SKILL_SWEEP,
+                         "sdft": {"learning_rate": (5e-6, 1e-5, 5e-5), "epochs": (1.0, 2.0, 4.0),
+                                  "batch_size": (16, 32, 64)},
+                         "cpt": {"learning_rate": (1e-6, 5e-6, 1e-5), "epochs": (1.0, 2.0, 4.0, 8.0)}}
+PAPER_EMA_ALPHAS = (0.01, 0.02, 0.05)
+PAPER_SKILLS = ("paper_science", "paper_tool_use", "paper_medical")
+PAPER_EVAL = {"base_model": PAPER_MODEL, "dtype": "bfloat16", "device": "cuda"}
+
+
+def _grid(sweep: dict) -> list[dict]:
+    combinations = [{}]
+    for name, values in sweep.items():
+        combinations = [{**c, name: v} for c in combinations for v in values]
+    return combinations
+
+
+def _run_name(prefix: str, values: dict) -> str:
+    short = {"learning_rate": "lr", "epochs": "ep", "batch_size": "bs", "ema_alpha": "ema"}
+    return prefix + "".join(f"_{short.get(k, k)}{v:g}" for k, v in values.items())
+
+
+def sweep(plan: Plan, name: str, task: str, parameters: dict, grid: dict, val_split: str, prior: dict | None,
+          test_splits: list[str], evaluation: dict = PAPER_EVAL) -> str:
+    """Train every combination of `grid`, evaluate each on `val_split`, then pick the best by validation accuracy
+    and evaluate it on the test splits (and its prior capabilities). `evaluation`: parameters shared by the
+    evaluate and select_best notebooks (base model, dtype, device, sizes). Returns the selection step's name."""
+    candidates = []
+    for values in _grid(grid):
+        run = _run_name(name, values)
+        plan.train(run, task, **{**parameters, **values})
+        plan.evaluate(f"{run}_val", task, run, splits=[val_split], **{**evaluation, "measure_forgetting": False})
+        candidates.append(run)
+    return plan.add(f"best_{name}", "select_best", {"task": task, "name": name, "candidates": candidates,
+                                                    "val_split": val_split, "test_splits": test_splits,
+                                                    "prior": prior or {}, **evaluation},
+                    tuple(f"eval_{run}_val" for run in candidates))
+
+
+def paper_plan(results_dir: str) -> list[Step]:
+    """The paper's experiments at paper scale: Table 1, Fig. 4 and Table 5 with the paper's sweeps. Needs GPUs, the
+    `gpu` extra, the hub, and the datasets built by data_prep (README "Data preparation"); not run by the kit's CI.
+    The tiny profile's other figures take the same notebooks with paper-scale runs added here as needed."""
+    plan = Plan(results_dir)
+    prior = {"suite": "paper", "dtype": "bfloat16", "device": "cuda"}
+    figures = []
+    plan.add("prior_base", "prior_capabilities", {"name": "base", "model_dir": PAPER_MODEL, **prior})
+    for task in PAPER_SKILLS:
+        val = "val" if task == "paper_science" else "test"  # ToolAlpaca and the medical set ship no validation split
+        plan.add(f"eval_{task}_base", "evaluate", {"task": task, "name": f"{task}_base", "model_dir": PAPER_MODEL,
+                                                   "splits": ["test"], "measure_forgetting": False, **PAPER_EVAL})
+        models = {"base": {"method": "base", "eval": f"{task}_base", "prior": "base"}}
+        for method in ("sft", "dft", "sdft"):
+            parameters = {**PAPER_COMMON, "method": method}
+            grid = PAPER_SKILL_SWEEP
+            if method == "sdft":
+                parameters = {**parameters, **PAPER_SDFT, "max_new_tokens": 2048}
+                grid = {**PAPER_SKILL_SWEEP, "ema_alpha": PAPER_EMA_ALPHAS}
+            sweep(plan, f"{task}_{method}", task, parameters, grid, val, prior, ["test"])
+            models[method] = {"method": method, "eval": f"{task}_{method}", "prior": f"{task}_{method}"}
+        figures.append(plan.add(f"fig4_pareto_{task}", "fig4_pareto", {"task": task, "models": models},
+                                (f"eval_{task}_base", "prior_base")
+                                + tuple(f"best_{task}_{m}" for m in ("sft", "dft", "sdft"))))
+    plan.add("eval_paper_knowledge_base", "evaluate", {"task": "paper_knowledge", "name": "paper_knowledge_base",
+                                                       "model_dir": PAPER_MODEL, "splits": ["test", "ood"],
+                                                       **PAPER_EVAL})
+    plan.add("eval_paper_knowledge_oracle_rag", "evaluate",
+             {"task": "paper_knowledge", "name": "paper_knowledge_oracle_rag", "model_dir": PAPER_MODEL,
+              "splits": ["test", "ood"], "oracle_context": True, "measure_forgetting": False, **PAPER_EVAL})
+    sweep(plan, "paper_knowledge_sft", "paper_knowledge", {**PAPER_COMMON, "method": "sft"},
+          PAPER_KNOWLEDGE_SWEEP["sft"], "val", None, ["test", "ood"])
+    sweep(plan, "paper_knowledge_cpt", "paper_knowledge_corpus", {**PAPER_COMMON, "method": "cpt", "batch_size": 16},
+          PAPER_KNOWLEDGE_SWEEP["cpt"], "val", None, ["test", "ood"])
+    sweep(plan, "paper_knowledge_sdft", "paper_knowledge",
+          {**PAPER_COMMON, **PAPER_SDFT, "max_new_tokens": 1024, "teacher_context": "context_and_demonstration"},
+          {**PAPER_KNOWLEDGE_SWEEP["sdft"], "ema_alpha": PAPER_EMA_ALPHAS}, "val", None, ["test", "ood"])
+    rows = {label: f"paper_knowledge_{label}" for label in ("base", "oracle_rag", "cpt", "sft", "sdft")}
+    figures.append(plan.add("table1", "knowledge_report", {"rows": rows, "name": "table1_knowledge"},
+                            ("eval_paper_knowledge_base", "eval_paper_knowledge_oracle_rag", "best_paper_knowledge_sft",
+                             "best_paper_knowledge_cpt", "best_paper_knowledge_sdft")))
+    return plan.restricted_to(figures)
 
 
 def demo_plan(results_dir: str) -> list[Step]:
@@ -103,10 +419,18 @@ def demo_plan(results_dir: str) -> list[Step]:
 
 
 def smoke_plan(results_dir: str) -> list[Step]:
+    """Every notebook at smoke sizes: the tiny profile, plus the paper profile's sweep and selection by validation
+    accuracy (B.1) on a two-point learning-rate grid."""
     plan = Plan(results_dir)
-    evaluation = {"max_items": 2, "max_general_prompts": 2, "max_new_tokens": 8}
-    return plan.restricted_to([knowledge_table(plan, SMOKE_KNOWLEDGE, evaluation)])
+    tiny = tiny_plan(results_dir, SMOKE_SIZES)
+    plan.steps.update({step.name: step for step in tiny})
+    on_cpu = {**SMOKE_SIZES.evaluation, "base_model": BASE_MODEL, "dtype": "float32", "device": "cpu",
+              "measure_forgetting": False}
+    selection = sweep(plan, "extraction_sweep_sft", TINY_SKILL,
+                      {**SMOKE_SIZES.skill_runs["sft"], **SMOKE_SIZES.train_limit}, {"learning_rate": [1e-4, 3e-4]},
+                      "val", None, ["test"], on_cpu)
+    return plan.restricted_to([step.name for step in tiny] + [selection])
 
 
-PROFILES = {"demo": demo_plan, "smoke": smoke_plan}
-DEFAULT_RESULTS = {"demo": "results/tiny", "smoke": "results/smoke"}
+PROFILES = {"demo": demo_plan, "smoke": smoke_plan, "tiny": tiny_plan, "paper": paper_plan}
+DEFAULT_RESULTS = {"demo": "results/tiny", "smoke": "results/smoke", "tiny": "results/tiny", "paper": "results/paper"}

@@ -18,9 +18,7 @@ sandbox.run_python.
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ import torch
 from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from sdft_core.data import DatasetError, require
+from sdft_core.data import read_jsonl, require
 from sdft_core.prompts import chat_prompt, encode
 from sdft_core.rollout import eos_token_ids, left_pad
 from sdft_core.sandbox import run_python
@@ -64,22 +62,9 @@ def humaneval_path() -> Path:
 
 def load_humaneval(path: Path | str | None = None) -> list[HumanEvalProblem]:
     path = Path(path) if path is not None else humaneval_path()
-    if not path.exists():
-        raise DatasetError(path, None, None, "file not found")
-    problems = []
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for row_number, line in enumerate(handle, start=1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(path, row_number, None, f"not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DatasetError(path, row_number, None, f"expected a JSON object, got {type(row).__name__}")
-            problems.append(HumanEvalProblem(*(require(path, row_number, row, field, str)
-                                               for field in ("task_id", "prompt", "entry_point", "test"))))
-    if not problems:
-        raise DatasetError(path, None, None, "file has no rows")
-    return problems
+    fields = ("task_id", "prompt", "entry_point", "test")
+    return [HumanEvalProblem(*(require(path, row_number, row, field, str) for field in fields))
+            for row_number, row in enumerate(read_jsonl(path), start=1)]
 
 
 def subsample_humaneval(problems: list[HumanEvalProblem], size: int | None, seed: int) -> list[HumanEvalProblem]:

@@ -43,11 +43,31 @@ def notebook_path(name: str) -> Path:
     return NOTEBOOKS / f"{name}.ipynb"
 
 
-def run_profile(profile: str, results_dir: Path | str | None = None, log_output: bool = True) -> dict[str, str]:
-    """Run every step of a profile; results go to results_dir (relative paths resolve against the repository)."""
+def only(steps: list[Step], targets: list[str]) -> list[Step]:
+    """The steps needed for `targets` (step names), in the original order."""
+    by_name = {step.name: step for step in steps}
+    unknown = sorted(set(targets) - set(by_name))
+    if unknown:
+        raise SystemExit(f"unknown steps {unknown}; this profile has: {', '.join(by_name)}")
+    needed: set[str] = set()
+    stack = list(targets)
+    while stack:
+        name = stack.pop()
+        if name not in needed:
+            needed.add(name)
+            stack.extend(by_name[name].after)
+    return [step for step in steps if step.name in needed]
+
+
+def run_profile(profile: str, results_dir: Path | str | None = None, log_output: bool = True,
+                targets: list[str] | None = None) -> dict[str, str]:
+    """Run the steps of a profile (all, or those `targets` need); results go to results_dir (relative paths resolve
+    against the repository)."""
     results_dir = REPO / (results_dir or DEFAULT_RESULTS[profile])
     # Notebooks run with the repository as working directory; relative paths keep executed notebooks portable.
     steps = PROFILES[profile](os.path.relpath(results_dir, REPO))
+    if targets:
+        steps = only(steps, targets)
     return run_steps(steps, results_dir / "_state", results_dir / "notebooks", log_output)
 
 
@@ -90,10 +110,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("profile", choices=sorted(PROFILES))
     parser.add_argument("--results-dir", help="where results go (default: results/tiny for demo and tiny)")
     parser.add_argument("--quiet", action="store_true", help="do not stream notebook output")
+    parser.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps and what they need "
+                        "(e.g. --only fig7_teacher_context table1)")
+    parser.add_argument("--list", action="store_true", help="list the profile's steps and exit")
     args = parser.parse_args(argv)
     results = REPO / (args.results_dir or DEFAULT_RESULTS[args.profile])
+    if args.list:
+        for step in PROFILES[args.profile](os.path.relpath(results, REPO)):
+            print(f"{step.name:45s} {step.notebook:25s} after: {', '.join(step.after) or '-'}")
+        return
     started = time.perf_counter()
-    run_profile(args.profile, results, log_output=not args.quiet)
+    run_profile(args.profile, results, log_output=not args.quiet, targets=args.only)
     print(f"\nAll steps of profile {args.profile!r} finished in {time.perf_counter() - started:.0f} s.")
     print(f"Results are in {results.relative_to(REPO) if results.is_relative_to(REPO) else results}/ "
           f"(tables *.md/*.csv, figures *.png/*.pdf, executed notebooks in notebooks/).")

@@ -39,7 +39,7 @@ from sdft_core.offline_humaneval import (PROMPT_STYLES, complete_code, load_huma
                                          subsample_humaneval)
 from sdft_core.offline_ifeval import load_ifeval_prompts, score_ifeval
 from sdft_core.offline_mmlu import MMLU_FORMATS, load_mmlu, run_mmlu, subsample_mmlu
-from sdft_core.stats import mean_ci, paired_comparison
+from sdft_core.stats import mean_ci, paired_comparison, seeded_subsample
 
 SUITES = ("offline", "paper")
 
@@ -79,6 +79,8 @@ class PriorCapabilitiesConfig:
     """Offline MMLU prompt: "continuation" (lm-eval's mmlu_continuation, cloze: the answers' texts are scored) or
     "letters" (lm-eval's mmlu, the paper's: " A"…" D" are scored). The embedded 135M model is at chance on
     "letters" (it answers "A" to 97 of 100 questions), so "letters" cannot show it forgetting."""
+    ifeval_prompts: int | None = None
+    """IFEval-offline prompts, a seeded subsample of the 41; None = all."""
     ifeval_max_new_tokens: int = 512
     """Longest IFEval-offline response (lm-eval allows 1280; a longer answer is cut and scored as it stands)."""
     humaneval_problems: int | None = None
@@ -107,7 +109,7 @@ class PriorCapabilitiesConfig:
         for name in ("batch_size", "ifeval_max_new_tokens", "humaneval_max_new_tokens", "humaneval_memory_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PriorCapabilitiesConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("mmlu_questions", "humaneval_problems", "paper_limit"):
+        for name in ("mmlu_questions", "ifeval_prompts", "humaneval_problems", "paper_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"PriorCapabilitiesConfig.{name} must be >= 1 or None, got {getattr(self, name)}")
         if self.mmlu_format not in MMLU_FORMATS:
@@ -162,6 +164,8 @@ class _OfflineRunner:
             return {"questions": [q.id for q in questions], "format": config.mmlu_format}, questions
         if benchmark == "ifeval":
             prompts = load_ifeval_prompts(self.work_dir / "nltk_data")
+            chosen = set(seeded_subsample([p.id for p in prompts], config.ifeval_prompts, config.subsample_seed))
+            prompts = [p for p in prompts if p.id in chosen]
             return {"prompts": [p.as_doc() for p in prompts], "max_new_tokens": config.ifeval_max_new_tokens}, prompts
         problems = subsample_humaneval(load_humaneval(), config.humaneval_problems, config.subsample_seed)
         return {"problems": [p.task_id for p in problems], "prompt_style": config.humaneval_prompt_style,

@@ -315,13 +315,16 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
     summary_path, checkpoint_path = output_dir / "summary.json", output_dir / "checkpoint" / "state.pt"
     if summary_path.exists():
         summary = read_json(summary_path)
-        if summary["run_id"] == run_id:
+        model_missing = config.save_model and not (output_dir / "model").is_dir()
+        if summary["run_id"] == run_id and not model_missing:
             print(f"[sdft] {output_dir} is already finished (run {run_id}); skipping.")
             return summary
     accelerator.wait_for_everyone()
     if main:
         if summary_path.exists():
-            print(f"[sdft] {output_dir} holds a different run; retraining it as {run_id}.")
+            # Model folders are not committed: a clone holds the summary of a finished run but not its weights.
+            why = "its model folder is missing" if summary["run_id"] == run_id else "it holds a different run"
+            print(f"[sdft] {output_dir}: {why}; retraining it as {run_id}.")
             summary_path.unlink()
         if checkpoint_path.exists() and torch.load(checkpoint_path, weights_only=True)["run_id"] != run_id:
             shutil.rmtree(checkpoint_path.parent)

@@ -1,6 +1,5 @@
 """Evaluation helpers on the tiny random model: scoring records, sequence KL, caching."""
 
-import torch
 
 from data_prep.tasks import EvalItem, Task
 from sdft_core.evaluate import evaluate_model, prompt_ids, sampled_sequence_kl, score_items

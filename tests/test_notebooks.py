@@ -1,13 +1,13 @@
 """Notebooks: committed inputs match their paired .py sources, parameters are visible to papermill, and the whole
 knowledge-acquisition demo runs end to end under papermill on a tiny configuration."""
 
-from pathlib import Path
 
 import jupytext
 import nbformat
 import papermill
 import pytest
 
+from sdft_core.experiments import smoke_plan
 from sdft_core.pipeline import NOTEBOOKS, run_profile
 from sdft_core.report import KNOWLEDGE_COLUMNS
 
@@ -37,15 +37,28 @@ def test_every_parameter_is_visible_to_papermill(source):
     assert set(papermill.inspect_notebook(str(source.with_suffix(".ipynb")))) == assigned
 
 
+FIGURES = ("knowledge_acquisition", "table1_knowledge", "fig2_kl_to_base", "fig3_sequential", "fig4_pareto",
+           "fig5_pass_at_k", "fig5_scale", "fig6_offline_distillation", "fig7_teacher_context", "fig8_teacher_kind",
+           "appendix_a1_estimators")
+TABLES = FIGURES + ("table2_answer_only", "table5_prior_capabilities")
+
+
 @pytest.mark.slow
-def test_knowledge_demo_runs_end_to_end_under_papermill(tmp_path, capsys):
+def test_every_notebook_of_the_tiny_profile_runs_under_papermill(tmp_path, capsys):
+    """The whole tiny profile on a tiny configuration (smoke sizes): every notebook, every figure and table."""
     results = tmp_path / "smoke"
     first = run_profile("smoke", results, log_output=False)
-    table = (results / "knowledge_table.md").read_text()
+    executed = {path.stem for path in (results / "notebooks").glob("*.ipynb")}
+    assert {p.stem for p in SOURCES} == {step.notebook for step in smoke_plan(str(results))}  # every notebook
+    assert len(executed) == len(first)
+    table = (results / "knowledge_acquisition.md").read_text()
     for model in ("base", "sft", "sdft"):
         assert f"| {model} " in table
     assert KNOWLEDGE_COLUMNS["strict"] in table
-    assert (results / "knowledge_figure.png").stat().st_size > 0
+    for name in FIGURES:
+        assert (results / f"{name}.png").stat().st_size > 0, name
+    for name in TABLES:
+        assert (results / f"{name}.md").stat().st_size > 0, name
     assert (results / "runs" / "knowledge_sdft" / "metrics.jsonl").read_text().count("\n") == 2
     # A rerun finds every step unchanged and skips it.
     capsys.readouterr()

@@ -1,6 +1,7 @@
 """The training loop on a tiny random model: resumption, skipping, divergence, normalisation, masking."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -50,6 +51,12 @@ def test_finished_run_is_skipped_and_changed_config_retrains(tmp_path, tiny_mode
     assert (tmp_path / "run" / "model" / "config.json").exists() and not (tmp_path / "run" / "checkpoint").exists()
     assert train(cfg, EXAMPLES, tmp_path / "run", progress=False) == first
     assert "already finished" in capsys.readouterr().out
+    # A clone holds a finished run's summary but not its (git-ignored) model folder: the run is trained again.
+    shutil.rmtree(tmp_path / "run" / "model")
+    assert train(cfg, EXAMPLES, tmp_path / "run", progress=False)["run_id"] == first["run_id"]
+    assert "model folder is missing" in capsys.readouterr().out
+    assert (tmp_path / "run" / "model" / "config.json").exists()
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == first["steps"]
     changed = train(config(tiny_model_dir, method="sft", learning_rate=5e-4, save_model=True), EXAMPLES,
                     tmp_path / "run", progress=False)
     assert changed["run_id"] != first["run_id"]

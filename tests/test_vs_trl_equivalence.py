@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate import Accelerator
 
 pytest.importorskip("trl.experimental.sdft", reason="TRL's experimental SDFTTrainer is not installed "
                     "(pip install -e '.[peers]'): there is nothing to compare against")
@@ -20,7 +21,7 @@ from sdft_core.model import load_model  # noqa: E402
 from sdft_core.prompts import student_prompt_ids, teacher_prompt_ids  # noqa: E402
 from sdft_core.rollout import Batch, completion_mask, generate, left_pad, right_pad  # noqa: E402
 from sdft_core.teacher import Teacher  # noqa: E402
-from sdft_core.train import completion_hidden, data_order, distillation_step, with_teacher_prompts  # noqa: E402
+from sdft_core.train import Loop, completion_hidden, data_order, distillation_step, with_teacher_prompts  # noqa: E402
 
 BATCH, STEPS, MAX_NEW_TOKENS = 4, 2, 8
 
@@ -123,8 +124,8 @@ def test_first_step_loss_and_gradient_equal_ours(build, examples, vs_trl, tiny_m
     _perturb(teacher.model, seed=1)
     student_prompts = [student_prompt_ids(tokenizer, e, 512) for e in batch_examples]
     teacher_prompts = [teacher_prompt_ids(tokenizer, e, 1536, "demonstration") for e in batch_examples]
-    row = distillation_step(student, teacher, tokenizer, student_prompts, teacher_prompts, config, 1, tmp_path,
-                            fixed_completions=completions)
+    loop = Loop(config, student, student, teacher, tokenizer, Accelerator(cpu=True), tmp_path)
+    row = distillation_step(loop, 1, 0, student_prompts, teacher_prompts, fixed_completions=completions)
 
     # TRL: its compute_loss on the batch its own code assembles (prompts tokenized and teacher inputs built by TRL).
     prompt_ids, prompt_mask = left_pad(trainer._tokenize_prompts([r["prompt"] for r in rows]), tokenizer.pad_token_id)

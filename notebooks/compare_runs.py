@@ -1,0 +1,31 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: SDFT kit
+#     language: python
+#     name: sdft-kit
+# ---
+
+# %% [markdown]
+# # Compare trained models on one metric
+# A bar chart and a table for one of the paper's ablations (which one is in `title`): Fig. 6 (on-policy vs
+# offline distillation), Fig. 7 (teacher context), Fig. 8 (EMA / frozen / live teacher), Appendix A.1 (KL gradient
+# estimators). `rows` maps each label to an evaluation written by the evaluate notebook; where the paper gives a
+# number it is shown beside ours (black diamonds: Qwen2.5-7B-Instruct).
+
+# %% tags=["parameters"]
+results_dir = "results/tiny"
+title = "Fig. 7: teacher context"
+figure_name = "fig7_teacher_context"
+rows = {"both": "knowledge_ablation_reference"}  # label: evaluation name
+split = "test"
+metric = "strict"
+paper = {}  # label: the paper's number, where it gives one
+
+# %%
+from sdft_core.report import comparison_table, plot_comparison, save_table
+
+table = comparison_table(results_dir, rows, split, (metric,), paper or None)
+save_table(table, f"{results_dir}/{figure_name}")
+plot_comparison(table, title, f"{results_dir}/{figure_name}", metric)
+table

@@ -1,0 +1,41 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: SDFT kit
+#     language: python
+#     name: sdft-kit
+# ---
+
+# %% [markdown]
+# # Fig. 4 and Table 5: new-task accuracy vs prior capabilities
+# One point per trained model of the sweep (base, SFT, SFT + re-invocation, DFT, SDFT at each learning rate): its
+# accuracy on the new task against the average of its prior-capability benchmarks; the top right is best. Below,
+# Table 5's per-benchmark breakdown. The paper's Table 5 (Qwen2.5-7B, tool use: new task / average) is printed
+# for reference; the tiny profile's new task is a stand-in (see `task`).
+
+# %% tags=["parameters"]
+results_dir = "results/tiny"
+task = "extraction"
+models = {"base": {"method": "base", "eval": "extraction_base", "prior": "base"}}  # label: method, eval, prior
+
+# %%
+import pandas as pd
+
+from sdft_core.io import read_json
+from sdft_core.prior_capabilities import prior_capabilities_table
+from sdft_core.report import PAPER_TABLE5_TOOL_USE, pareto_table, plot_pareto, save_table
+
+points = pareto_table(results_dir, models)
+save_table(points, f"{results_dir}/fig4_pareto")
+plot_pareto(points, f"Fig. 4: {task} (embedded model)", f"{results_dir}/fig4_pareto")
+points
+
+# %%
+breakdown = prior_capabilities_table({label: read_json(f"{results_dir}/prior/{spec['prior']}.json")
+                                      for label, spec in models.items()})
+breakdown.insert(0, f"New task: {task}", points["new task"].round(1))
+save_table(breakdown, f"{results_dir}/table5_prior_capabilities")
+breakdown
+
+# %%
+pd.DataFrame(PAPER_TABLE5_TOOL_USE, index=["Tooluse", "Avg."]).T.rename_axis("paper, Qwen2.5-7B")
