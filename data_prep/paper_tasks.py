@@ -54,7 +54,7 @@ from typing import Any
 
 from data_prep import tasks as registry
 from data_prep.skills import ToolCall, parse_tool_calls, values_match
-from sdft_core.data import DatasetError, Example, check_unique_ids, read_jsonl, require
+from sdft_core.data import DatasetError, Example, read_rows, require
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "paper"
 DATA_ENV = "SDFT_PAPER_DATA"
@@ -91,16 +91,6 @@ def _require_files(needed: list[tuple[Path, str]]) -> None:
 
 def _builder(root: Path, dataset: str) -> str:
     return f"python -m data_prep.paper_datasets --datasets {dataset} --output-dir {root}"
-
-
-def _rows(path: Path, fields: tuple[str, ...]) -> list[dict]:
-    """Rows of a JSONL file, each with the given non-empty string fields and a unique id."""
-    rows = read_jsonl(path)
-    for number, row in enumerate(rows, start=1):
-        for name in fields:
-            require(path, number, row, name, str)
-    check_unique_ids(path, rows)
-    return rows
 
 
 # ==== Tool use (ToolAlpaca) =========================================================================================
@@ -152,9 +142,9 @@ def tool_use() -> registry.Task:
     train_path, test_path = root / "toolalpaca" / "train.jsonl", root / "toolalpaca" / "test.jsonl"
     _require_files([(train_path, _builder(root, "toolalpaca")), (test_path, _builder(root, "toolalpaca"))])
     train = [Example(row["id"], row["prompt"], row["demonstration"])
-             for row in _rows(train_path, ("id", "prompt", "demonstration"))]
+             for row in read_rows(train_path, ("id", "prompt", "demonstration"))]
     test, text_inputs = [], 0
-    for number, row in enumerate(_rows(test_path, ("id", "prompt")), start=1):
+    for number, row in enumerate(read_rows(test_path, ("id", "prompt")), start=1):
         golden = _golden_actions(test_path, number, row)
         text_inputs += sum(not _golden_input(action["action_input"])[0] for action in golden)
         test.append(registry.EvalItem(row["id"], row["prompt"], {"golden_actions": golden}))
@@ -178,7 +168,7 @@ def score_multiple_choice(response: str, reference: dict) -> dict:
 def _choice_rows(path: Path) -> list[dict]:
     from data_prep.demonstrations import multiple_choice_matches
 
-    rows = _rows(path, ("id", "prompt", "answer"))
+    rows = read_rows(path, ("id", "prompt", "answer"))
     for number, row in enumerate(rows, start=1):
         try:
             multiple_choice_matches("", row["answer"])
@@ -199,7 +189,8 @@ def science() -> registry.Task:
     train_rows = _choice_rows(folder / "train.jsonl")
     by_id = {row["id"]: row for row in train_rows}
     demonstrations: dict[str, str] = {}
-    for number, row in enumerate(_rows(demonstrations_path, ("id", "prompt", "demonstration", "answer")), start=1):
+    demonstration_rows = read_rows(demonstrations_path, ("id", "prompt", "demonstration", "answer"))
+    for number, row in enumerate(demonstration_rows, start=1):
         source = by_id.get(row["id"])
         if source is None:
             raise DatasetError(demonstrations_path, number, "id",
@@ -294,9 +285,9 @@ def medical() -> registry.Task:
     folder = root / "medical"
     _require_files([(folder / f"{split}.jsonl", _builder(root, "medical")) for split in ("train", "test")])
     train = [Example(row["id"], row["prompt"], row["demonstration"])
-             for row in _rows(folder / "train.jsonl", ("id", "prompt", "demonstration"))]
+             for row in read_rows(folder / "train.jsonl", ("id", "prompt", "demonstration"))]
     test = [registry.EvalItem(row["id"], row["prompt"], {"answer": row["answer"], "question": row["prompt"]})
-            for row in _rows(folder / "test.jsonl", ("id", "prompt", "answer"))]
+            for row in read_rows(folder / "test.jsonl", ("id", "prompt", "answer"))]
     description = (f"Medical: HuatuoGPT-o1 (paper §4, B.3); {len(train)} English SFT examples, {len(test)} verifiable "
                    f"test questions for the LLM judge (paper's medical rubric)")
     return registry.Task("paper_medical", description, train, {"test": test}, JudgeScorer("medical"),
@@ -338,8 +329,8 @@ def knowledge(corpus: bool = False) -> registry.Task:
     _require_files([(articles_path, _builder(root, "wikipedia")),
                     (qa_path, f"python -m data_prep.qa_generation --articles-path {articles_path} "
                               f"--output-path {qa_path}")])
-    articles = {row["id"]: row["text"] for row in _rows(articles_path, ("id", "title", "text"))}
-    rows = _rows(qa_path, ("id", "article_id", "kind", "question", "answer"))
+    articles = {row["id"]: row["text"] for row in read_rows(articles_path, ("id", "title", "text"))}
+    rows = read_rows(qa_path, ("id", "article_id", "kind", "question", "answer"))
     for number, row in enumerate(rows, start=1):
         if row["kind"] not in KINDS:
             raise DatasetError(qa_path, number, "kind", f"must be one of {KINDS}, got {row['kind']!r}")

@@ -119,6 +119,23 @@ def forgetting_metrics(model, base_model, tokenizer, general_prompts: list[str],
             "n_prompts": len(prompts)}
 
 
+def model_identity(model_dir: str, base_model_name: str) -> tuple[str, str | None]:
+    """What to load for `model_dir` ("base": the base model) and, for a trained run, its run id (so a cached result
+    is recomputed when the run is retrained)."""
+    if model_dir == "base":
+        return base_model_name, None
+    summary_file = Path(model_dir).parent / "summary.json"
+    return model_dir, read_json(summary_file)["run_id"] if summary_file.exists() else None
+
+
+def up_to_date(output_path: str, key: str, tag: str) -> dict | None:
+    """The cached result in `output_path` if it was computed for `key`, else None."""
+    if Path(output_path).exists() and (cached := read_json(output_path)).get("fingerprint") == key:
+        print(f"[{tag}] {output_path} is up to date; skipping.")
+        return cached
+    return None
+
+
 def evaluate_model(model_dir: str, task, splits: list[str], general_prompts: list[str], output_path: str,
                    base_model_name: str = EMBEDDED_MODEL, max_items: int = 0, batch_size: int = 8, seed: int = 0,
                    oracle_context: bool = False, max_new_tokens: int | None = None, dtype: str = "float32",
@@ -129,16 +146,13 @@ def evaluate_model(model_dir: str, task, splits: list[str], general_prompts: lis
     oracle_context: ask each question with its source text in front of it (paper Table 1, "Oracle RAG": a retriever
     that always finds the right article).
     """
-    model_name = base_model_name if model_dir == "base" else model_dir
-    summary_file = Path(model_dir).parent / "summary.json"
-    trained_run = read_json(summary_file)["run_id"] if model_dir != "base" and summary_file.exists() else None
+    model_name, trained_run = model_identity(model_dir, base_model_name)
     items = {split: task.eval_splits[split][: max_items or None] for split in splits}
     max_new_tokens = max_new_tokens or task.max_new_tokens
     key = fingerprint(model_name, trained_run, task.name, {s: [i.id for i in its] for s, its in items.items()},
                       general_prompts, max_new_tokens, seed, oracle_context)
-    if Path(output_path).exists() and read_json(output_path).get("fingerprint") == key:
-        print(f"[eval] {output_path} is up to date; skipping.")
-        return read_json(output_path)
+    if (cached := up_to_date(output_path, key, "eval")) is not None:
+        return cached
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name, dtype, device).eval()
     base = model if model_dir == "base" else load_model(base_model_name, dtype, device).eval()
@@ -168,15 +182,12 @@ def pass_at_k_counts(model_dir: str, task, split: str, samples: int, output_path
     and the unbiased pass@k curve for k = 1, 2, 4, … ≤ samples. Cached in `output_path`."""
     from sdft_core.stats import pass_at_k_curve
 
-    model_name = base_model_name if model_dir == "base" else model_dir
-    summary_file = Path(model_dir).parent / "summary.json"
-    trained_run = read_json(summary_file)["run_id"] if model_dir != "base" and summary_file.exists() else None
+    model_name, trained_run = model_identity(model_dir, base_model_name)
     items = task.eval_splits[split][: max_items or None]
     key = fingerprint(model_name, trained_run, task.name, split, [i.id for i in items], samples, temperature, top_p,
                       seed)
-    if Path(output_path).exists() and read_json(output_path).get("fingerprint") == key:
-        print(f"[pass@k] {output_path} is up to date; skipping.")
-        return read_json(output_path)
+    if (cached := up_to_date(output_path, key, "pass@k")) is not None:
+        return cached
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name).eval()
     torch.manual_seed(seed)
@@ -207,9 +218,8 @@ def kl_to_base_of_sft_and_teacher(sft_model_dir: str, task, output_path: str, ma
     summary_file = Path(sft_model_dir).parent / "summary.json"
     examples = task.train[:max_examples]
     key = fingerprint(read_json(summary_file)["run_id"], task.name, [e.id for e in examples], teacher_context, seed)
-    if Path(output_path).exists() and read_json(output_path).get("fingerprint") == key:
-        print(f"[kl] {output_path} is up to date; skipping.")
-        return read_json(output_path)
+    if (cached := up_to_date(output_path, key, "kl")) is not None:
+        return cached
     tokenizer = load_tokenizer(base_model_name)
     base, sft = load_model(base_model_name).eval(), load_model(sft_model_dir).eval()
     student = [student_prompt_ids(tokenizer, e, 4096) for e in examples]
