@@ -8,6 +8,8 @@ PIP_OPTIONS ?=
 INSTALLED := $(VENV)/.installed
 
 PROFILE ?= tiny
+# Training seeds per run for `make reproduce` (empty: the profile's default, 3 for tiny and paper).
+SEEDS ?=
 
 .PHONY: demo test test-fast notebooks reproduce clean-venv
 
@@ -27,7 +29,7 @@ demo: $(INSTALLED)
 
 # Every figure and table of the paper for a profile (tiny: the embedded model on this CPU; paper: GPUs, see README).
 reproduce: $(INSTALLED)
-	$(BIN)/python -m sdft_core.pipeline $(PROFILE)
+	$(BIN)/python -m sdft_core.pipeline $(PROFILE) $(if $(SEEDS),--seeds $(SEEDS))
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q -ra

@@ -17,13 +17,14 @@
 results_dir = "results/tiny"
 task = "extraction"
 models = {"base": {"method": "base", "eval": "extraction_base", "prior": "base"}}  # label: method, eval, prior
+# ("eval" and "prior": a name, or a list with one name per training seed: points are means, with 95% CIs)
 
 # %%
 import pandas as pd
 
 from sdft_core.io import read_json
 from sdft_core.prior_capabilities import prior_capabilities_table
-from sdft_core.report import PAPER_TABLE5_TOOL_USE, pareto_table, plot_pareto, save_table
+from sdft_core.report import PAPER_TABLE5_TOOL_USE, as_list, pareto_table, plot_pareto, save_table
 
 points = pareto_table(results_dir, models)
 save_table(points, f"{results_dir}/fig4_pareto")
@@ -31,8 +32,8 @@ plot_pareto(points, f"Fig. 4: {task} (embedded model)", f"{results_dir}/fig4_par
 points
 
 # %%
-breakdown = prior_capabilities_table({label: read_json(f"{results_dir}/prior/{spec['prior']}.json")
-                                      for label, spec in models.items()})
+breakdown = prior_capabilities_table({label: [read_json(f"{results_dir}/prior/{name}.json")
+                                              for name in as_list(spec["prior"])] for label, spec in models.items()})
 breakdown.insert(0, f"New task: {task}", points["new task"].round(1))
 save_table(breakdown, f"{results_dir}/table5_prior_capabilities")
 breakdown

@@ -8,8 +8,9 @@
 
 # %% [markdown]
 # # Pick the best run of a sweep by validation accuracy (paper B.1)
-# Every candidate run of a hyperparameter sweep was evaluated on the validation split; the best one is evaluated on
-# the test splits (with the forgetting measures) under the sweep's name, and its prior capabilities are measured
+# Every candidate run of a hyperparameter sweep (seed 0) was evaluated on the validation split; the best
+# configuration is trained again with the other `seeds`, and every seed is evaluated on the test splits (with the
+# forgetting measures) under the sweep's name (`name`, `name_seed1`, …), and its prior capabilities are measured
 # when `prior` names a suite. Figures then read `eval/{name}.json` and `prior/{name}.json` like any other model.
 
 # %% tags=["parameters"]
@@ -19,6 +20,7 @@ name = "paper_tool_use_sdft"
 candidates = []  # run names of the sweep
 val_split = "val"
 test_splits = ["test"]
+seeds = [0, 1, 2]  # the chosen configuration is trained and tested once per seed (candidates ran with seed 0)
 prior = {}  # e.g. {"suite": "paper"}; empty: no prior-capability evaluation
 base_model = "Qwen/Qwen2.5-7B-Instruct"
 max_items = 0  # per test split; 0 means all
@@ -36,6 +38,6 @@ from sdft_core.evaluate import select_best
 
 general = [row["prompt"] for row in load_general_prompts("eval")] if measure_forgetting else []
 choice = select_best(results_dir, load_task(task), name, candidates, val_split, test_splits, general,
-                     prior or None, base_model_name=base_model, max_items=max_items,
+                     prior or None, base_model_name=base_model, seeds=tuple(seeds), max_items=max_items,
                      max_new_tokens=max_new_tokens or None, dtype=dtype, device=device)
 pd.Series(choice["val_scores"], name=f"{val_split} accuracy").sort_values(ascending=False).to_frame()

@@ -10,6 +10,12 @@ Profiles:
   datasets built by data_prep (not run by the kit's own CI);
 - "demo": the knowledge-acquisition table of the tiny profile (make demo);
 - "smoke": the demo's steps on a tiny configuration (tests, CI).
+
+Seeds (paper B.2: "3 random seeds … mean performance"): every training run of a plan is trained once per seed of
+the plan (DEFAULT_SEEDS unless the profile or `--seeds` says otherwise) and every evaluation of a trained model is
+taken per seed; figures and tables report the mean and its 95% CI. Seed 0 keeps the plain run name and seed s > 0
+appends "_seed<s>", so results of a one-seed run stay valid when more seeds are added. The base model is evaluated
+once: greedy evaluation of a fixed model does not depend on the training seed.
 """
 
 from __future__ import annotations
@@ -35,9 +41,20 @@ def _train_notebook_parameters() -> frozenset[str]:
     return frozenset(papermill.inspect_notebook(str(notebook)))
 
 
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+def seeded(name: str, seed: int) -> str:
+    """The name of a run or an evaluation for one training seed."""
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
 class Plan:
-    def __init__(self, results_dir: str):
+    def __init__(self, results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS):
+        if not seeds or 0 not in seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct and include 0 (the plain run name), got {seeds}")
         self.results_dir = results_dir
+        self.seeds = tuple(seeds)
         self.steps: dict[str, Step] = {}
 
     def add(self, name: str, notebook: str, parameters: dict, after: tuple[str, ...] = ()) -> str:
@@ -50,18 +67,39 @@ class Plan:
     def model_dir(self, run: str) -> str:
         return "base" if run == "base" else f"{self.results_dir}/runs/{run}/model"
 
-    def train(self, run: str, task: str, after: tuple[str, ...] = (), **parameters) -> str:
-        """A training run. TrainConfig fields that the train notebook does not list as parameters of their own go to
-        its `config_overrides`."""
+    def seeds_of(self, run: str, seeds: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        return (0,) if run == "base" else seeds or self.seeds
+
+    def train(self, run: str, task: str, after: tuple[str, ...] = (), start_from: str | None = None,
+              seeds: tuple[int, ...] | None = None, **parameters) -> list[str]:
+        """One training run per seed (default: the plan's seeds); returns the step names. start_from: a run whose
+        trained model (of the same seed) this run starts from. TrainConfig fields that the train notebook does not
+        list as parameters of their own go to its `config_overrides`."""
         flat = {k: v for k, v in parameters.items() if k in _train_notebook_parameters()}
         rest = {k: v for k, v in parameters.items() if k not in flat}
         overrides = {"config_overrides": rest} if rest else {}
-        return self.add(f"train_{run}", "train", {"task": task, "run_name": run, **flat, **overrides}, after)
+        steps = []
+        for seed in self.seeds_of(run, seeds):
+            name = seeded(run, seed)
+            origin = {}
+            if start_from:
+                origin = {"model": self.model_dir(seeded(start_from, seed))}
+            steps.append(self.add(f"train_{name}", "train",
+                                  {"task": task, "run_name": name, **flat, **origin, "seed": seed, **overrides},
+                                  after + ((f"train_{seeded(start_from, seed)}",) if start_from else ())))
+        return steps
 
-    def evaluate(self, name: str, task: str, run: str, **parameters) -> str:
-        after = () if run == "base" else (f"train_{run}",)
-        return self.add(f"eval_{name}", "evaluate",
-                        {"task": task, "name": name, "model_dir": self.model_dir(run), **parameters}, after)
+    def evaluate(self, name: str, task: str, run: str, seeds: tuple[int, ...] | None = None,
+                 **parameters) -> list[str]:
+        """Evaluate `run` for each of its seeds; returns the evaluation names (one per seed)."""
+        names = []
+        for seed in self.seeds_of(run, seeds):
+            after = () if run == "base" else (f"train_{seeded(run, seed)}",)
+            self.add(f"eval_{seeded(name, seed)}", "evaluate", {"task": task, "name": seeded(name, seed),
+                                                                "model_dir": self.model_dir(seeded(run, seed)),
+                                                                **parameters}, after)
+            names.append(seeded(name, seed))
+        return names
 
     def restricted_to(self, targets: list[str]) -> list[Step]:
         """The steps needed for `targets`, in dependency order."""
@@ -98,18 +136,20 @@ SMOKE_KNOWLEDGE = {
 }
 
 
+def evaluations_done(*groups: list[str]) -> tuple[str, ...]:
+    """The evaluate steps behind lists of evaluation names (a figure's dependencies)."""
+    return tuple(f"eval_{name}" for names in groups for name in names)
+
+
 def knowledge_table(plan: Plan, runs: dict, evaluation: dict) -> str:
     """Paper Table 1's core on the knowledge task: base, SFT, SDFT with forgetting measures → table and figure."""
     plan.add("knowledge_data", "knowledge_data", {})
-    names = ["base"]
-    plan.evaluate("knowledge_base", "knowledge", "base", splits=["test", "ood"], **evaluation)
+    rows = {"base": plan.evaluate("knowledge_base", "knowledge", "base", splits=["test", "ood"], **evaluation)}
     for method, parameters in runs.items():
         plan.train(f"knowledge_{method}", "knowledge", after=("knowledge_data",), **parameters)
-        plan.evaluate(f"knowledge_{method}", "knowledge", f"knowledge_{method}", splits=["test", "ood"],
-                      **evaluation)
-        names.append(method)
-    return plan.add("knowledge_report", "knowledge_report", {"rows": {n: f"knowledge_{n}" for n in names}},
-                    tuple(f"eval_knowledge_{n}" for n in names))
+        rows[method] = plan.evaluate(f"knowledge_{method}", "knowledge", f"knowledge_{method}",
+                                     splits=["test", "ood"], **evaluation)
+    return plan.add("knowledge_report", "knowledge_report", {"rows": rows}, evaluations_done(*rows.values()))
 
 
 # --- The tiny profile: every figure and table on the embedded model ----------------------------------------------
@@ -175,44 +215,49 @@ TINY_SKILL = "extraction"
 BASE_MODEL = "embedded:smollm2-135m-instruct"
 
 
-def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES) -> list[Step]:
-    plan = Plan(results_dir)
+def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> list[Step]:
+    plan = Plan(results_dir, seeds)
     limit, evaluation = sizes.train_limit, sizes.evaluation
     figures = [knowledge_table(plan, sizes.knowledge, {**evaluation, "max_general_prompts": 2} if evaluation
                                else {})]
     skill = TINY_SKILL
 
-    def train(run: str, task: str, after=(), **parameters) -> str:
-        return plan.train(run, task, after, **{**parameters, **limit})
+    def train(run: str, task: str, start_from: str | None = None, **parameters) -> None:
+        plan.train(run, task, start_from=start_from, **{**parameters, **limit})
 
-    def evaluate(name: str, task: str, run: str, **parameters) -> str:
+    def evaluate(name: str, task: str, run: str, **parameters) -> list[str]:
         splits = ["test", "ood"] if task == "knowledge" else ["test"]
         return plan.evaluate(name, task, run, splits=splits, measure_forgetting=False, **evaluation, **parameters)
 
-    def base_eval(task: str) -> str:
+    def base_eval(task: str) -> list[str]:
         if task == "knowledge":  # already evaluated for Table 1, forgetting measures included
-            return "eval_knowledge_base"
+            return ["knowledge_base"]
         return evaluate(f"{task}_base", task, "base")
 
-    def prior(name: str, run: str) -> str:
-        return plan.add(f"prior_{name}", "prior_capabilities", {"name": name, "model_dir": plan.model_dir(run),
-                                                                 **sizes.prior},
-                        () if run == "base" else (f"train_{run}",))
+    def prior(name: str, run: str) -> list[str]:
+        names = []
+        for seed in plan.seeds_of(run):
+            plan.add(f"prior_{seeded(name, seed)}", "prior_capabilities",
+                     {"name": seeded(name, seed), "model_dir": plan.model_dir(seeded(run, seed)), **sizes.prior},
+                     () if run == "base" else (f"train_{seeded(run, seed)}",))
+            names.append(seeded(name, seed))
+        return names
 
     # Table 1: + oracle RAG (the base model with the right article) and CPT (next-token loss on the articles).
-    evaluate("knowledge_oracle_rag", "knowledge", "base", oracle_context=True)
+    rows = {"base": ["knowledge_base"], "oracle_rag": evaluate("knowledge_oracle_rag", "knowledge", "base",
+                                                               oracle_context=True)}
     train("knowledge_cpt", "knowledge_corpus", method="cpt", learning_rate=1e-4, epochs=8.0, batch_size=4,
           micro_batch_size=4)
-    evaluate("knowledge_cpt", "knowledge", "knowledge_cpt")
-    rows = {"base": "knowledge_base", "oracle_rag": "knowledge_oracle_rag", "cpt": "knowledge_cpt",
-            "sft": "knowledge_sft", "sdft": "knowledge_sdft"}
+    rows["cpt"] = evaluate("knowledge_cpt", "knowledge", "knowledge_cpt")
+    rows.update({method: [seeded(f"knowledge_{method}", seed) for seed in plan.seeds] for method in ("sft", "sdft")})
     figures.append(plan.add("table1", "knowledge_report", {"rows": rows, "name": "table1_knowledge"},
-                            tuple(f"eval_{n}" for n in rows.values())))
+                            evaluations_done(*rows.values())))
 
     # Ablations (Fig. 7 teacher context, Fig. 8 teacher kind, A.1 estimators and KL direction).
+    ablations = {}
     for variant in sizes.ablation_variants:
         train(f"knowledge_{variant}", "knowledge", **{**sizes.ablation, **ABLATION_VARIANTS[variant]})
-        evaluate(f"knowledge_{variant}", "knowledge", f"knowledge_{variant}")
+        ablations[variant] = evaluate(f"knowledge_{variant}", "knowledge", f"knowledge_{variant}")
     comparisons = {
         "fig7_teacher_context": ("Fig. 7: teacher context (knowledge acquisition, strict accuracy)",
                                  {"text": "context_text", "answer": "context_answer", "both": "ablation_reference"},
@@ -226,32 +271,27 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES) -> list[Step]:
                                     "Rao-Blackwell (reverse)": "estimator_rao_blackwell",
                                     "analytic (forward)": "ablation_reference"}, "lenient", {}),
     }
-    comparisons = {figure: (title, {label: f"knowledge_{v}" for label, v in rows.items()
-                                    if v in sizes.ablation_variants}, metric, paper)
+    comparisons = {figure: (title, {label: ablations[v] for label, v in rows.items() if v in ablations}, metric,
+                            paper)
                    for figure, (title, rows, metric, paper) in comparisons.items()}
 
     # Skill learning on one task: learning-rate sweep of SFT, DFT, SDFT, and SFT + re-invocation (Fig. 4, Table 5).
-    base_eval(skill)
-    pareto = {"base": {"method": "base", "eval": f"{skill}_base", "prior": "base"}}
-    prior("base", "base")
+    pareto = {"base": {"method": "base", "eval": base_eval(skill), "prior": prior("base", "base")}}
     for method, parameters in sizes.skill_runs.items():
         for rate in sizes.learning_rates:
             run = f"{skill}_{method}_lr{rate:g}"
             train(run, skill, learning_rate=rate, **parameters)
-            evaluate(run, skill, run)
-            prior(run, run)
-            pareto[run] = {"method": method, "eval": run, "prior": run}
+            pareto[run] = {"method": method, "eval": evaluate(run, skill, run), "prior": prior(run, run)}
             if method == "sft":
                 reinvoked = f"{run}_reinvoke"
-                train(reinvoked, "general", after=(f"train_{run}",), method="sdft", model=plan.model_dir(run),
-                      teacher_model=BASE_MODEL, teacher_kind="frozen", teacher_context="prompt",
-                      learning_rate=1e-4, epochs=1.0, batch_size=8, micro_batch_size=8, max_new_tokens=48)
-                evaluate(reinvoked, skill, reinvoked)
-                prior(reinvoked, reinvoked)
-                pareto[reinvoked] = {"method": "sft_reinvoke", "eval": reinvoked, "prior": reinvoked}
+                train(reinvoked, "general", start_from=run, method="sdft", teacher_model=BASE_MODEL,
+                      teacher_kind="frozen", teacher_context="prompt", learning_rate=1e-4, epochs=1.0, batch_size=8,
+                      micro_batch_size=8, max_new_tokens=48)
+                pareto[reinvoked] = {"method": "sft_reinvoke", "eval": evaluate(reinvoked, skill, reinvoked),
+                                     "prior": prior(reinvoked, reinvoked)}
     figures.append(plan.add("fig4_pareto", "fig4_pareto", {"task": skill, "models": pareto},
-                            tuple(f"eval_{m['eval']}" for m in pareto.values())
-                            + tuple(f"prior_{m['prior']}" for m in pareto.values())))
+                            evaluations_done(*(m["eval"] for m in pareto.values()))
+                            + tuple(f"prior_{name}" for m in pareto.values() for name in m["prior"])))
     first_rate = sizes.learning_rates[0]
     sft_run, sdft_run = f"{skill}_sft_lr{first_rate:g}", f"{skill}_sdft_lr{first_rate:g}"
 
@@ -263,59 +303,62 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES) -> list[Step]:
         evaluate(run, skill, run)
     comparisons["fig6_offline_distillation"] = (
         f"Fig. 6: on-policy vs offline use of the teacher ({skill}, accuracy)",
-        {"SFT": sft_run, "SFT on teacher samples": f"{skill}_sft_teacher_samples",
-         "offline distillation": f"{skill}_offline_distill", "SDFT (on-policy)": sdft_run}, "correct", {})
+        {label: [seeded(run, seed) for seed in plan.seeds] for label, run in (
+            ("SFT", sft_run), ("SFT on teacher samples", f"{skill}_sft_teacher_samples"),
+            ("offline distillation", f"{skill}_offline_distill"), ("SDFT (on-policy)", sdft_run))},
+        "correct", {})
     for figure, (title, rows, metric, paper) in comparisons.items():
         figures.append(plan.add(figure, "compare_runs", {"title": title, "figure_name": figure, "rows": rows,
                                                          "split": "test", "metric": metric, "paper": paper},
-                                tuple(f"eval_{n}" for n in rows.values())))
+                                evaluations_done(*rows.values())))
 
-    # Fig. 2 (right): KL to the base policy of the SFT model vs the demonstration-conditioned teacher.
+    # Fig. 2 (right): KL to the base policy of the SFT model vs the demonstration-conditioned teacher (seed 0's
+    # SFT model: the figure contrasts two distances, each already an average over the training prompts).
     figures.append(plan.add("fig2_kl_to_base", "fig2_kl_to_base",
                             {"task": skill, "sft_run": sft_run, "max_examples": sizes.kl_examples},
                             (f"train_{sft_run}",)))
     # Fig. 5: pass@k of base, SFT and SDFT; the SDFT − SFT gap across model sizes (one size fits this CPU).
     passk = {}
     for label, run in (("base", "base"), ("SFT", sft_run), ("SDFT", sdft_run)):
-        name = f"{skill}_{run}"
-        plan.add(f"passk_{name}", "pass_at_k", {"task": skill, "name": name, "model_dir": plan.model_dir(run),
-                                                 **sizes.passk}, () if run == "base" else (f"train_{run}",))
-        passk[label] = name
+        passk[label] = []
+        for seed in plan.seeds_of(run):
+            name = seeded(f"{skill}_{run}", seed)
+            plan.add(f"passk_{name}", "pass_at_k",
+                     {"task": skill, "name": name, "model_dir": plan.model_dir(seeded(run, seed)), **sizes.passk}, () if run == "base" else (f"train_{seeded(run, seed)}",))
+            passk[label].append(name)
     figures.append(plan.add("fig5_pass_at_k", "fig5_pass_at_k", {"rows": passk, "task": skill},
-                            tuple(f"passk_{n}" for n in passk.values())))
-    figures.append(plan.add("fig5_scale", "fig5_scale", {"sizes": {"135M (embedded)": {"sft": sft_run,
-                                                                                       "sdft": sdft_run}}},
-                            (f"eval_{sft_run}", f"eval_{sdft_run}")))
+                            tuple(f"passk_{name}" for names in passk.values() for name in names)))
+    scale = {"sft": pareto[sft_run]["eval"], "sdft": pareto[sdft_run]["eval"]}
+    figures.append(plan.add("fig5_scale", "fig5_scale", {"sizes": {"135M (embedded)": scale}},
+                            evaluations_done(*scale.values())))
 
     # Fig. 3: skills learned one after another, SFT vs SDFT, every task evaluated after every stage.
-    for task in sizes.sequence:
-        base_eval(task)
+    sequence = [base_eval(task) for task in sizes.sequence]
     for method in ("sft", "sdft"):
-        previous = "base"
+        previous = None
         for stage, task in enumerate(sizes.sequence, start=1):
             run = f"seq_{method}_{stage}_{task}"
             parameters = (sizes.knowledge[method] if task == "knowledge" else
                           {**sizes.skill_runs[method], "learning_rate": first_rate})
-            train(run, task, after=() if previous == "base" else (f"train_{previous}",),
-                  **{**parameters, "model": BASE_MODEL if previous == "base" else plan.model_dir(previous),
-                     "teacher_context": "context_and_demonstration" if task == "knowledge" else "demonstration"})
-            for evaluated in sizes.sequence:
-                evaluate(f"seq_{method}_{stage}_on_{evaluated}", evaluated, run)
+            train(run, task, start_from=previous,
+                  **{**parameters, "teacher_context": "context_and_demonstration" if task == "knowledge"
+                     else "demonstration"})
+            sequence += [evaluate(f"seq_{method}_{stage}_on_{evaluated}", evaluated, run)
+                         for evaluated in sizes.sequence]
             previous = run
     figures.append(plan.add("fig3_sequential", "fig3_sequential",
-                            {"tasks": list(sizes.sequence), "methods": ["sft", "sdft"]},
-                            tuple(name for name in plan.steps if name.startswith("eval_seq_"))
-                            + tuple(base_eval(t) for t in sizes.sequence)))
+                            {"tasks": list(sizes.sequence), "methods": ["sft", "sdft"], "seeds": list(plan.seeds)},
+                            evaluations_done(*sequence)))
 
     # Table 2: answer-only supervision (the paper: a reasoning model on medical data; here the embedded model on
     # knowledge answers cut to the bare facts): accuracy and how much the model still writes.
+    rows = {"base": ["knowledge_base"]}
     for method in ("sft", "sdft"):
         run = f"answer_only_{method}"
         train(run, "knowledge_answer_only", **sizes.knowledge[method])
-        evaluate(run, "knowledge", run)
-    figures.append(plan.add("table2_answer_only", "table2_answer_only",
-                            {"rows": {"base": "knowledge_base", "sft": "answer_only_sft", "sdft": "answer_only_sdft"}},
-                            ("eval_knowledge_base", "eval_answer_only_sft", "eval_answer_only_sdft")))
+        rows[method] = evaluate(run, "knowledge", run)
+    figures.append(plan.add("table2_answer_only", "table2_answer_only", {"rows": rows},
+                            evaluations_done(*rows.values())))
     figures.append(plan.add("teaching_one_sdft_step", "teaching_one_sdft_step",
                             {"max_new_tokens": 8} if evaluation else {}))
     return plan.restricted_to(figures)
@@ -356,24 +399,31 @@ def sweep(plan: Plan, name: str, task: str, parameters: dict, grid: dict, val_sp
           test_splits: list[str], evaluation: dict = PAPER_EVAL) -> str:
     """Train every combination of `grid`, evaluate each on `val_split`, then pick the best by validation accuracy
     and evaluate it on the test splits (and its prior capabilities). `evaluation`: parameters shared by the
-    evaluate and select_best notebooks (base model, dtype, device, sizes). Returns the selection step's name."""
+    evaluate and select_best notebooks (base model, dtype, device, sizes). Candidates are trained with seed 0;
+    the selection step trains the chosen configuration with the plan's other seeds. Returns the selection step's
+    name; its evaluations are `name` and `name_seed<s>` (see `seeded`)."""
     candidates = []
     for values in _grid(grid):
         run = _run_name(name, values)
-        plan.train(run, task, **{**parameters, **values})
-        plan.evaluate(f"{run}_val", task, run, splits=[val_split], **{**evaluation, "measure_forgetting": False})
+        plan.train(run, task, seeds=(0,), **{**parameters, **values})
+        plan.evaluate(f"{run}_val", task, run, seeds=(0,), splits=[val_split],
+                      **{**evaluation, "measure_forgetting": False})
         candidates.append(run)
     return plan.add(f"best_{name}", "select_best", {"task": task, "name": name, "candidates": candidates,
                                                     "val_split": val_split, "test_splits": test_splits,
-                                                    "prior": prior or {}, **evaluation},
+                                                    "seeds": list(plan.seeds), "prior": prior or {}, **evaluation},
                     tuple(f"eval_{run}_val" for run in candidates))
 
 
-def paper_plan(results_dir: str) -> list[Step]:
+def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> list[Step]:
     """The paper's experiments at paper scale: Table 1, Fig. 4 and Table 5 with the paper's sweeps. Needs GPUs, the
     `gpu` extra, the hub, and the datasets built by data_prep (README "Data preparation"); not run by the kit's CI.
     The tiny profile's other figures take the same notebooks with paper-scale runs added here as needed."""
-    plan = Plan(results_dir)
+    plan = Plan(results_dir, seeds)
+
+    def over_seeds(name: str) -> list[str]:
+        return [seeded(name, seed) for seed in plan.seeds]
+
     prior = {"suite": "paper", "dtype": "bfloat16", "device": "cuda"}
     figures = []
     plan.add("prior_base", "prior_capabilities", {"name": "base", "model_dir": PAPER_MODEL, **prior})
@@ -389,7 +439,8 @@ def paper_plan(results_dir: str) -> list[Step]:
                 parameters = {**parameters, **PAPER_SDFT, "max_new_tokens": 2048}
                 grid = {**PAPER_SKILL_SWEEP, "ema_alpha": PAPER_EMA_ALPHAS}
             sweep(plan, f"{task}_{method}", task, parameters, grid, val, prior, ["test"])
-            models[method] = {"method": method, "eval": f"{task}_{method}", "prior": f"{task}_{method}"}
+            models[method] = {"method": method, "eval": over_seeds(f"{task}_{method}"),
+                              "prior": over_seeds(f"{task}_{method}")}
         figures.append(plan.add(f"fig4_pareto_{task}", "fig4_pareto", {"task": task, "models": models},
                                 (f"eval_{task}_base", "prior_base")
                                 + tuple(f"best_{task}_{m}" for m in ("sft", "dft", "sdft"))))
@@ -406,23 +457,26 @@ def paper_plan(results_dir: str) -> list[Step]:
     sweep(plan, "paper_knowledge_sdft", "paper_knowledge",
           {**PAPER_COMMON, **PAPER_SDFT, "max_new_tokens": 1024, "teacher_context": "context_and_demonstration"},
           {**PAPER_KNOWLEDGE_SWEEP["sdft"], "ema_alpha": PAPER_EMA_ALPHAS}, "val", None, ["test", "ood"])
-    rows = {label: f"paper_knowledge_{label}" for label in ("base", "oracle_rag", "cpt", "sft", "sdft")}
+    rows = {label: f"paper_knowledge_{label}" for label in ("base", "oracle_rag")}
+    rows.update({label: over_seeds(f"paper_knowledge_{label}") for label in ("cpt", "sft", "sdft")})
     figures.append(plan.add("table1", "knowledge_report", {"rows": rows, "name": "table1_knowledge"},
                             ("eval_paper_knowledge_base", "eval_paper_knowledge_oracle_rag", "best_paper_knowledge_sft",
                              "best_paper_knowledge_cpt", "best_paper_knowledge_sdft")))
     return plan.restricted_to(figures)
 
 
-def demo_plan(results_dir: str) -> list[Step]:
-    plan = Plan(results_dir)
+def demo_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:
+    """Table 1's base / SFT / SDFT rows; one seed by default, so that `make demo` takes minutes, not an hour."""
+    plan = Plan(results_dir, seeds)
     return plan.restricted_to([knowledge_table(plan, TINY_KNOWLEDGE, {})])
 
 
-def smoke_plan(results_dir: str) -> list[Step]:
+def smoke_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:
     """Every notebook at smoke sizes: the tiny profile, plus the paper profile's sweep and selection by validation
-    accuracy (B.1) on a two-point learning-rate grid."""
-    plan = Plan(results_dir)
-    tiny = tiny_plan(results_dir, SMOKE_SIZES)
+    accuracy (B.1) on a two-point learning-rate grid. One seed by default (tests: tests/test_experiments.py checks
+    the seed fan-out of the step graph, tests/test_report.py the mean ± CI over seeds)."""
+    plan = Plan(results_dir, seeds)
+    tiny = tiny_plan(results_dir, SMOKE_SIZES, seeds)
     plan.steps.update({step.name: step for step in tiny})
     on_cpu = {**SMOKE_SIZES.evaluation, "base_model": BASE_MODEL, "dtype": "float32", "device": "cpu",
               "measure_forgetting": False}

@@ -2,6 +2,7 @@
 
     python -m sdft_core.pipeline demo            # the knowledge-acquisition demo (make demo)
     python -m sdft_core.pipeline smoke           # the same notebooks on a tiny configuration (tests, CI)
+    python -m sdft_core.pipeline tiny --seeds 1  # every figure on CPU, one training seed instead of three
 
 Profiles and their steps are defined in sdft_core/experiments.py.
 
@@ -59,13 +60,23 @@ def only(steps: list[Step], targets: list[str]) -> list[Step]:
     return [step for step in steps if step.name in needed]
 
 
+def profile_steps(profile: str, results_dir: Path, seeds: int | None = None) -> list[Step]:
+    """The steps of a profile; `seeds`: train every run with seeds 0 … seeds−1 instead of the profile's default."""
+    # Notebooks run with the repository as working directory; relative paths keep executed notebooks portable.
+    relative = os.path.relpath(results_dir, REPO)
+    if seeds is None:
+        return PROFILES[profile](relative)
+    if seeds < 1:
+        raise SystemExit(f"--seeds must be at least 1, got {seeds}")
+    return PROFILES[profile](relative, seeds=tuple(range(seeds)))
+
+
 def run_profile(profile: str, results_dir: Path | str | None = None, log_output: bool = True,
-                targets: list[str] | None = None) -> dict[str, str]:
+                targets: list[str] | None = None, seeds: int | None = None) -> dict[str, str]:
     """Run the steps of a profile (all, or those `targets` need); results go to results_dir (relative paths resolve
     against the repository)."""
     results_dir = REPO / (results_dir or DEFAULT_RESULTS[profile])
-    # Notebooks run with the repository as working directory; relative paths keep executed notebooks portable.
-    steps = PROFILES[profile](os.path.relpath(results_dir, REPO))
+    steps = profile_steps(profile, results_dir, seeds)
     if targets:
         steps = only(steps, targets)
     return run_steps(steps, results_dir / "_state", results_dir / "notebooks", log_output)
@@ -112,15 +123,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="do not stream notebook output")
     parser.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps and what they need "
                         "(e.g. --only fig7_teacher_context table1)")
+    parser.add_argument("--seeds", type=int, help="train every run with this many seeds (0, 1, …) instead of the "
+                        "profile's default (tiny, paper: 3; demo, smoke: 1); tables give mean ± 95%% CI")
     parser.add_argument("--list", action="store_true", help="list the profile's steps and exit")
     args = parser.parse_args(argv)
     results = REPO / (args.results_dir or DEFAULT_RESULTS[args.profile])
     if args.list:
-        for step in PROFILES[args.profile](os.path.relpath(results, REPO)):
+        for step in profile_steps(args.profile, results, args.seeds):
             print(f"{step.name:45s} {step.notebook:25s} after: {', '.join(step.after) or '-'}")
         return
     started = time.perf_counter()
-    run_profile(args.profile, results, log_output=not args.quiet, targets=args.only)
+    run_profile(args.profile, results, log_output=not args.quiet, targets=args.only, seeds=args.seeds)
     print(f"\nAll steps of profile {args.profile!r} finished in {time.perf_counter() - started:.0f} s.")
     print(f"Results are in {results.relative_to(REPO) if results.is_relative_to(REPO) else results}/ "
           f"(tables *.md/*.csv, figures *.png/*.pdf, executed notebooks in notebooks/).")

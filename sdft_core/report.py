@@ -1,7 +1,13 @@
-"""Tables and figures from evaluation results (Markdown + CSV tables, PNG + PDF figures)."""
+"""Tables and figures from evaluation results (Markdown + CSV tables, PNG + PDF figures).
+
+Wherever a table takes an evaluation name it also takes a list of names, one per training seed: the cell is then
+the mean over seeds and a column "<metric> ± 95% CI" beside it holds the Student-t half-width (paper B.2: "3 random
+seeds … mean performance"). One name gives the plain number and no CI column.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -9,6 +15,10 @@ import pandas as pd
 import seaborn as sns
 
 from sdft_core.io import read_json, write_text
+from sdft_core.stats import MeanCI, mean_ci
+
+Names = str | list[str]  # one evaluation, or one per seed
+CI = " ± 95% CI"
 
 KNOWLEDGE_COLUMNS = {"strict": "Acc. (strict)", "lenient": "Acc. (lenient)", "ood_strict": "OOD Acc. (strict)",
                      "ood_lenient": "OOD Acc. (lenient)", "kl_to_base": "KL to base (nats)",
@@ -29,24 +39,51 @@ def read_eval(results_dir: str | Path, name: str) -> dict:
     return read_json(Path(results_dir) / "eval" / f"{name}.json")
 
 
-def knowledge_table(results_dir: str | Path, rows: dict[str, str]) -> pd.DataFrame:
-    """Paper Table 1 layout: accuracies in %, one row per label (label → evaluation name), the forgetting measures
-    where they were measured, and the paper's numbers beside ours."""
+def as_list(names: Names) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)
+
+
+def over_seeds(results_dir: str | Path, names: Names, value: Callable[[dict], float], folder: str = "eval") -> MeanCI:
+    """Mean and 95% CI of `value(result)` over the results/<folder>/<name>.json of every seed."""
+    return mean_ci([value(read_json(Path(results_dir) / folder / f"{name}.json")) for name in as_list(names)])
+
+
+def seed_table(rows: dict[str, dict[str, MeanCI | float]], index_name: str = "model") -> pd.DataFrame:
+    """A table of means; where any row of a column averages several seeds, its CI column follows it (NaN for a row
+    with one seed). Plain floats (e.g. the paper's numbers) pass through."""
+    columns: dict[str, dict] = {}
+    for label, row in rows.items():
+        for column, cell in row.items():
+            columns.setdefault(column, {})[label] = cell.mean if isinstance(cell, MeanCI) else cell
+    for column in list(columns):
+        cells = [row.get(column) for row in rows.values()]
+        if any(isinstance(c, MeanCI) and c.n > 1 for c in cells):
+            columns[column + CI] = {label: row[column].half_width for label, row in rows.items()
+                                    if isinstance(row.get(column), MeanCI)}
+    ordered = sorted(columns, key=lambda c: list(columns).index(c.removesuffix(CI)) + 0.5 * c.endswith(CI))
+    frame = pd.DataFrame({column: columns[column] for column in ordered}, index=list(rows))
+    frame.index.name = index_name
+    return frame
+
+
+def knowledge_table(results_dir: str | Path, rows: dict[str, Names]) -> pd.DataFrame:
+    """Paper Table 1 layout: accuracies in %, one row per label (label → evaluation name, or one per seed), the
+    forgetting measures where they were measured, and the paper's numbers beside ours."""
     table = {}
-    for label, name in rows.items():
-        result = read_eval(results_dir, name)
-        row = {"strict": 100 * result["test"]["strict"], "lenient": 100 * result["test"]["lenient"],
-               "ood_strict": 100 * result["ood"]["strict"], "ood_lenient": 100 * result["ood"]["lenient"]}
-        if "forgetting" in result:
-            row.update(kl_to_base=result["forgetting"]["kl_to_base"],
-                       top1_agreement=result["forgetting"]["top1_agreement"])
+    for label, names in rows.items():
+        def metric(split, key, scale=100.0):
+            return over_seeds(results_dir, names, lambda result: scale * result[split][key])
+
+        row = {KNOWLEDGE_COLUMNS[f"{prefix}{key}"]: metric(split, key)
+               for split, prefix in (("test", ""), ("ood", "ood_")) for key in ("strict", "lenient")}
+        if "forgetting" in read_eval(results_dir, as_list(names)[0]):
+            row.update({KNOWLEDGE_COLUMNS[key]: metric("forgetting", key, 1.0)
+                        for key in ("kl_to_base", "top1_agreement")})
         if label in PAPER_TABLE1:
             row.update({"paper strict": PAPER_TABLE1[label][0], "paper lenient": PAPER_TABLE1[label][1],
                         "paper OOD": PAPER_TABLE1[label][2]})
         table[label] = row
-    frame = pd.DataFrame.from_dict(table, orient="index").rename(columns=KNOWLEDGE_COLUMNS)
-    frame.index.name = "model"
-    return frame
+    return seed_table(table)
 
 
 def save_table(table: pd.DataFrame, path_stem: str | Path, digits: int = 2) -> None:
@@ -79,24 +116,25 @@ def plot_knowledge_table(table: pd.DataFrame, path_stem: str | Path):
     return fig
 
 
-def comparison_table(results_dir: str | Path, rows: dict[str, str], split: str = "test",
+def comparison_table(results_dir: str | Path, rows: dict[str, Names], split: str = "test",
                      metrics: tuple[str, ...] = ("correct",), paper: dict[str, float] | None = None) -> pd.DataFrame:
-    """One row per label (label → evaluation name): the split's metrics in %, and the paper's number if given."""
+    """One row per label (label → evaluation name, or one per seed): the split's metrics in %, and the paper's
+    number if given."""
     table = {}
-    for label, name in rows.items():
-        result = read_eval(results_dir, name)[split]
-        table[label] = {metric: 100 * result[metric] for metric in metrics}
+    for label, names in rows.items():
+        table[label] = {metric: over_seeds(results_dir, names, lambda result, m=metric: 100 * result[split][m])
+                        for metric in metrics}
         if paper:
             table[label]["paper"] = paper.get(label, float("nan"))
-    frame = pd.DataFrame.from_dict(table, orient="index")
-    frame.index.name = "model"
-    return frame
+    return seed_table(table)
 
 
 def plot_comparison(table: pd.DataFrame, title: str, path_stem: str | Path, metric: str = "correct"):
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(1.6 * len(table) + 2, 3.5))
     sns.barplot(x=table.index, y=table[metric], hue=table.index, legend=False, ax=ax)
+    if metric + CI in table:
+        ax.errorbar(table.index, table[metric], yerr=table[metric + CI], fmt="none", color="black", capsize=4)
     if "paper" in table and table["paper"].notna().any():
         ax.scatter(table.index, table["paper"], marker="D", color="black", zorder=3, label="paper (Qwen2.5-7B)")
         ax.legend()
@@ -108,19 +146,26 @@ def plot_comparison(table: pd.DataFrame, title: str, path_stem: str | Path, metr
     return fig
 
 
-def sequential_table(results_dir: str | Path, methods: list[str], tasks: list[str]) -> pd.DataFrame:
-    """Paper Fig. 3: accuracy on every task after each stage of sequential training, raw and normalised so that 0 is
-    the base model's accuracy on the task and 1 the best accuracy either method reached on it.
-    Reads eval/<task>_base.json and eval/seq_<method>_<stage>_on_<task>.json."""
+def sequential_table(results_dir: str | Path, methods: list[str], tasks: list[str],
+                     seeds: tuple[int, ...] = (0,)) -> pd.DataFrame:
+    """Paper Fig. 3: accuracy on every task after each stage of sequential training (mean over seeds, and its CI),
+    raw and normalised so that 0 is the base model's accuracy on the task and 1 the best mean accuracy either method
+    reached on it. Reads eval/<task>_base.json and eval/seq_<method>_<stage>_on_<task>[_seed<s>].json."""
+    from sdft_core.experiments import seeded
+
+    def accuracy(names: Names) -> MeanCI:
+        return over_seeds(results_dir, names, lambda result: 100 * result["test"]["correct"])
+
     rows = []
     for task in tasks:
-        base = 100 * read_eval(results_dir, f"{task}_base")["test"]["correct"]
-        rows.append({"method": "base", "stage": 0, "after": "base", "task": task, "accuracy": base})
+        base = accuracy(f"{task}_base")
+        rows.append({"method": "base", "stage": 0, "after": "base", "task": task, "accuracy": base.mean,
+                     "accuracy" + CI: base.half_width})
         for method in methods:
             for stage, trained in enumerate(tasks, start=1):
-                result = read_eval(results_dir, f"seq_{method}_{stage}_on_{task}")
+                reached = accuracy([seeded(f"seq_{method}_{stage}_on_{task}", seed) for seed in seeds])
                 rows.append({"method": method, "stage": stage, "after": trained, "task": task,
-                             "accuracy": 100 * result["test"]["correct"]})
+                             "accuracy": reached.mean, "accuracy" + CI: reached.half_width})
     frame = pd.DataFrame(rows)
     for task in tasks:
         selected = frame["task"] == task
@@ -149,21 +194,25 @@ def plot_sequential(frame: pd.DataFrame, path_stem: str | Path):
 
 def pareto_table(results_dir: str | Path, models: dict[str, dict]) -> pd.DataFrame:
     """Paper Fig. 4: one row per trained model: its method, new-task accuracy (eval/<eval>.json, test) and the
-    average of its prior capabilities (prior/<prior>.json). models: label → {"method", "eval", "prior"}."""
+    average of its prior capabilities (prior/<prior>.json). models: label → {"method", "eval", "prior"}, where
+    "eval" and "prior" are a name or one name per seed."""
     rows = {}
     for label, spec in models.items():
-        prior = read_json(Path(results_dir) / "prior" / f"{spec['prior']}.json")
-        rows[label] = {"method": spec["method"], "new task": 100 * read_eval(results_dir, spec["eval"])["test"]["correct"],
-                       "prior capabilities (avg)": 100 * prior["average"]}
-    frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.index.name = "model"
-    return frame
+        rows[label] = {"method": spec["method"],
+                       "new task": over_seeds(results_dir, spec["eval"], lambda r: 100 * r["test"]["correct"]),
+                       "prior capabilities (avg)": over_seeds(results_dir, spec["prior"], lambda r: 100 * r["average"],
+                                                              folder="prior")}
+    return seed_table(rows)
 
 
 def plot_pareto(frame: pd.DataFrame, title: str, path_stem: str | Path):
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    sns.scatterplot(frame, x="new task", y="prior capabilities (avg)", hue="method", style="method", s=90, ax=ax)
+    x, y = "new task", "prior capabilities (avg)"
+    sns.scatterplot(frame, x=x, y=y, hue="method", style="method", s=90, ax=ax)
+    if x + CI in frame or y + CI in frame:
+        ax.errorbar(frame[x], frame[y], xerr=frame.get(x + CI), yerr=frame.get(y + CI), fmt="none", color="grey",
+                    linewidth=0.8)
     ax.set_xlabel("new-task accuracy (%)")
     ax.set_ylabel("prior capabilities, average (%)")
     ax.set_title(title)
@@ -172,10 +221,13 @@ def plot_pareto(frame: pd.DataFrame, title: str, path_stem: str | Path):
     return fig
 
 
-def pass_at_k_table(results_dir: str | Path, rows: dict[str, str]) -> pd.DataFrame:
-    """Paper Fig. 5 (right): pass@k (%) per label (label → passk/<name>.json), one column per k."""
-    table = {label: {int(k): 100 * v for k, v in read_json(Path(results_dir) / "passk" / f"{name}.json")
-                     ["pass_at_k"].items()} for label, name in rows.items()}
+def pass_at_k_table(results_dir: str | Path, rows: dict[str, Names]) -> pd.DataFrame:
+    """Paper Fig. 5 (right): pass@k (%) per label (label → passk/<name>.json, or one per seed: the mean over
+    seeds), one column per k."""
+    table = {}
+    for label, names in rows.items():
+        curves = [read_json(Path(results_dir) / "passk" / f"{name}.json")["pass_at_k"] for name in as_list(names)]
+        table[label] = {int(k): 100 * sum(curve[k] for curve in curves) / len(curves) for k in curves[0]}
     frame = pd.DataFrame.from_dict(table, orient="index").sort_index(axis=1)
     frame.index.name = "model"
     return frame
@@ -210,26 +262,22 @@ def kl_figure(result: dict, path_stem: str | Path):
     return table, fig
 
 
-def reasoning_table(results_dir: str | Path, rows: dict[str, str]) -> pd.DataFrame:
+def reasoning_table(results_dir: str | Path, rows: dict[str, Names]) -> pd.DataFrame:
     """Paper Table 2: accuracy and the average number of generated tokens, ours beside the paper's."""
     table = {}
-    for label, name in rows.items():
-        test = read_eval(results_dir, name)["test"]
+    for label, names in rows.items():
         paper = PAPER_TABLE2.get(label, (float("nan"), float("nan")))
-        table[label] = {"Acc. (%)": 100 * test["correct"], "Avg. # tokens": test["mean_response_tokens"],
+        table[label] = {"Acc. (%)": over_seeds(results_dir, names, lambda r: 100 * r["test"]["correct"]),
+                        "Avg. # tokens": over_seeds(results_dir, names, lambda r: r["test"]["mean_response_tokens"]),
                         "paper Acc.": paper[0], "paper Avg. # tokens": paper[1]}
-    frame = pd.DataFrame.from_dict(table, orient="index")
-    frame.index.name = "model"
-    return frame
+    return seed_table(table)
 
 
-def scale_gap_table(results_dir: str | Path, sizes: dict[str, dict[str, str]]) -> pd.DataFrame:
-    """Paper Fig. 5 (left): SDFT − SFT new-task accuracy per model size (size label → {"sft": eval, "sdft": eval})."""
+def scale_gap_table(results_dir: str | Path, sizes: dict[str, dict[str, Names]]) -> pd.DataFrame:
+    """Paper Fig. 5 (left): SDFT − SFT new-task accuracy per model size (size label → {"sft": eval, "sdft": eval},
+    each a name or one per seed; the gap is the difference of the means)."""
     rows = {}
     for size, names in sizes.items():
-        sft = 100 * read_eval(results_dir, names["sft"])["test"]["correct"]
-        sdft = 100 * read_eval(results_dir, names["sdft"])["test"]["correct"]
-        rows[size] = {"SFT": sft, "SDFT": sdft, "SDFT − SFT": sdft - sft}
-    frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.index.name = "model size"
-    return frame
+        sft, sdft = (over_seeds(results_dir, names[m], lambda r: 100 * r["test"]["correct"]) for m in ("sft", "sdft"))
+        rows[size] = {"SFT": sft, "SDFT": sdft, "SDFT − SFT": sdft.mean - sft.mean}
+    return seed_table(rows, "model size")

@@ -34,3 +34,30 @@ def test_evaluate_model_is_cached_and_counts_response_tokens(tmp_path, tiny_mode
     second = evaluate_model(tiny_model_dir, task, ["test"], ["Hello?"], str(tmp_path / "e.json"),
                             base_model_name=tiny_model_dir)
     assert second == first and "up to date" in capsys.readouterr().out
+
+
+def test_select_best_picks_by_validation_then_trains_and_tests_the_chosen_configuration_per_seed(
+        tmp_path, tiny_model_dir):
+    from sdft_core.config import TrainConfig
+    from sdft_core.evaluate import select_best
+    from sdft_core.io import read_json, write_json
+    from sdft_core.data import Example
+    from sdft_core.train import train
+
+    examples = [Example(f"e{i}", f"Say {i}.", f"{i}") for i in range(4)]
+    items = [EvalItem(f"i{n}", f"Say {n}.", {"answer": str(n)}) for n in range(2)]
+    task = Task("toy", "toy", examples, {"val": items, "test": items}, lambda r, ref: {"correct": ref["answer"] in r},
+                max_new_tokens=3)
+    for run, rate, validation in (("lr1", 1e-3, 0.25), ("lr2", 1e-2, 0.75)):
+        config = TrainConfig(model=tiny_model_dir, method="sft", learning_rate=rate, batch_size=2,
+                             micro_batch_size=2, warmup_steps=0, epochs=1.0)
+        train(config, examples[:2], tmp_path / "runs" / run, progress=False)
+        write_json(tmp_path / "eval" / f"{run}_val.json", {"val": {"correct": validation}})
+    choice = select_best(str(tmp_path), task, "sweep", ["lr1", "lr2"], "val", ["test"], [], seeds=(0, 1),
+                         base_model_name=tiny_model_dir)
+    assert choice["best"] == "lr2" and choice["seeds"] == [0, 1]
+    repeated = read_json(tmp_path / "runs" / "lr2_seed1" / "config.json")
+    assert repeated["config"]["seed"] == 1 and repeated["config"]["learning_rate"] == 1e-2
+    assert repeated["num_examples"] == 2  # the candidate's training set, not the whole task
+    assert read_json(tmp_path / "eval" / "sweep.json")["model"].endswith("lr2/model")
+    assert read_json(tmp_path / "eval" / "sweep_seed1.json")["model"].endswith("lr2_seed1/model")

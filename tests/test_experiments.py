@@ -4,7 +4,7 @@ dependency exists and comes first, and shared runs are defined once."""
 import papermill
 import pytest
 
-from sdft_core.experiments import PROFILES, Plan
+from sdft_core.experiments import DEFAULT_SEEDS, PROFILES, Plan, tiny_plan
 from sdft_core.pipeline import notebook_path, only
 
 DECLARED: dict[str, set[str]] = {}
@@ -38,7 +38,46 @@ def test_a_step_cannot_be_defined_twice_differently():
 
 
 def test_demo_is_the_knowledge_table_of_the_tiny_profile():
-    tiny = {step.name: step for step in PROFILES["tiny"]("results/tiny")}
+    tiny = {step.name: step for step in PROFILES["tiny"]("results/tiny", seeds=(0,))}
     demo = PROFILES["demo"]("results/tiny")
     assert [s.name for s in demo] == [s.name for s in only(list(tiny.values()), ["knowledge_report"])]
     assert all(tiny[s.name] == s for s in demo)  # identical steps: the demo's runs are the tiny profile's runs
+
+
+def test_every_training_run_is_repeated_per_seed_and_chains_stay_within_a_seed():
+    steps = {step.name: step for step in tiny_plan("results/tiny", seeds=(0, 1, 2))}
+    assert PROFILES["tiny"].__defaults__[-1] == DEFAULT_SEEDS == (0, 1, 2)
+    single = {step.name for step in tiny_plan("results/tiny", seeds=(0,))}
+    trained = [name for name in single if name.startswith("train_")]
+    for name in trained:
+        for seed in (1, 2):
+            repeated = steps[f"{name}_seed{seed}"]
+            assert repeated.parameters["seed"] == seed and repeated.parameters["run_name"].endswith(f"_seed{seed}")
+        assert steps[name].parameters["seed"] == 0
+    # Sequential training and re-invocation start from the previous model of the same seed.
+    third = steps["train_seq_sdft_3_knowledge_seed2"]
+    assert third.parameters["model"] == "results/tiny/runs/seq_sdft_2_extraction_seed2/model"
+    assert third.after == ("train_seq_sdft_2_extraction_seed2",)
+    # The base model is evaluated once; every trained model once per seed, and reports get all seeds.
+    assert "eval_knowledge_base_seed1" not in steps and "prior_base_seed1" not in steps
+    assert steps["knowledge_report"].parameters["rows"]["sdft"] == [
+        "knowledge_sdft", "knowledge_sdft_seed1", "knowledge_sdft_seed2"]
+    assert {"eval_knowledge_sdft_seed2", "eval_knowledge_base"} <= set(steps["knowledge_report"].after)
+    assert steps["fig4_pareto"].parameters["models"]["extraction_dft_lr0.0003"]["prior"][2] == \
+        "extraction_dft_lr0.0003_seed2"
+    assert steps["fig3_sequential"].parameters["seeds"] == [0, 1, 2]
+
+
+def test_a_sweep_selects_with_seed_0_and_repeats_the_chosen_configuration_per_seed():
+    steps = {step.name: step for step in PROFILES["paper"]("results/paper")}
+    assert not any("_seed" in name for name in steps if name.startswith("train_"))
+    selection = steps["best_paper_tool_use_sdft"]
+    assert selection.parameters["seeds"] == [0, 1, 2]
+    models = steps["fig4_pareto_paper_tool_use"].parameters["models"]
+    assert models["sdft"]["eval"] == ["paper_tool_use_sdft", "paper_tool_use_sdft_seed1", "paper_tool_use_sdft_seed2"]
+
+
+def test_seeds_must_include_0_and_be_distinct():
+    for seeds in ((), (1, 2), (0, 0)):
+        with pytest.raises(ValueError, match="seeds"):
+            Plan("results/check", seeds)
