@@ -1,8 +1,8 @@
 """Command line: train one run on a task, the entry point for `accelerate launch` (multi-process, multi-GPU).
 
     python -m sdft_core.cli train --task knowledge --output-dir results/runs/sdft --learning-rate 1e-4
-    accelerate launch --cpu --num_processes 2 -m sdft_core.cli train --task knowledge --output-dir ... \
-        --batch-size 8 --micro-batch-size 4
+    accelerate launch --multi_gpu --num_processes 2 -m sdft_core.cli train --task knowledge --output-dir ... \
+        --batch-size 8 --micro-batch-size 4 [--sharding fsdp] [--device cpu]
     python -m sdft_core.cli train --task knowledge --preset paper_as_run --output-dir ...
 
 Every TrainConfig field is a flag (underscores become dashes); `--help` shows each field's documentation.

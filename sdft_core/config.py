@@ -34,6 +34,11 @@ class TrainConfig:
     """Seeds data order, rollouts and initialisation of everything random."""
     gradient_checkpointing: bool = False
     """Recompute the student's activations in backward (long completions on GPU)."""
+    sharding: str = "replicate"
+    """With several processes (`accelerate launch`): "replicate" keeps a full copy of the student, its gradients,
+    optimizer state and EMA teacher on every process (DistributedDataParallel); "fsdp" shards all four over the
+    processes (PyTorch FSDP2, ZeRO-3 style), which a 7B model with a float32 EMA teacher and AdamW needs on 80 GB
+    GPUs. Both compute the same update (tested), so this field is not part of the run id. One process: ignored."""
 
     # --- Optimisation (paper Tables 3 and 4: AdamW, cosine with 10 warmup steps, grad clip 1, no weight decay) ------
     learning_rate: float = 1e-5
@@ -118,7 +123,7 @@ class TrainConfig:
         choices = {"method": METHODS, "teacher_kind": TEACHER_KINDS, "estimator": ESTIMATORS,
                    "direction": DIRECTIONS, "teacher_context": TEACHER_CONTEXTS,
                    "normalize": ("tokens", "sequences"), "dtype": ("float32", "bfloat16"),
-                   "rollout_engine": ("hf", "vllm_colocate", "vllm_server")}
+                   "rollout_engine": ("hf", "vllm_colocate", "vllm_server"), "sharding": ("replicate", "fsdp")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -324,7 +324,8 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
         for seed in plan.seeds_of(run):
             name = seeded(f"{skill}_{run}", seed)
             plan.add(f"passk_{name}", "pass_at_k",
-                     {"task": skill, "name": name, "model_dir": plan.model_dir(seeded(run, seed)), **sizes.passk}, () if run == "base" else (f"train_{seeded(run, seed)}",))
+                     {"task": skill, "name": name, "model_dir": plan.model_dir(seeded(run, seed)), **sizes.passk},
+                     () if run == "base" else (f"train_{seeded(run, seed)}",))
             passk[label].append(name)
     figures.append(plan.add("fig5_pass_at_k", "fig5_pass_at_k", {"rows": passk, "task": skill},
                             tuple(f"passk_{name}" for names in passk.values() for name in names)))

@@ -66,6 +66,23 @@ def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) ->
     return sorted({i for i in ids + [tokenizer.eos_token_id] if i is not None})
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    """An FSDP-sharded model: every process must run the same number of forwards (generation keeps stepping until
+    all processes are done), because each forward gathers the shards from all of them."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_named_parameters(model: torch.nn.Module):
+    """(name, full tensor) per parameter; a sharded parameter is gathered from all processes, one at a time (a
+    collective: every process must iterate, in the same order)."""
+    from torch.distributed.tensor import DTensor
+
+    for name, parameter in model.named_parameters():
+        yield name, parameter.full_tensor() if isinstance(parameter, DTensor) else parameter.data
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -92,7 +109,7 @@ def generate(
     output = model.generate(
         input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids, output_scores=return_logprobs,
-        return_dict_in_generate=True, **sampling,
+        return_dict_in_generate=True, synced_gpus=is_sharded(model), **sampling,
     )
     model.train(was_training)
     completion_ids = output.sequences[:, prompt_ids.shape[1]:]

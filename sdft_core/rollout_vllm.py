@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from sdft_core.rollout import Batch, completion_mask, left_pad, right_pad
+from sdft_core.rollout import Batch, completion_mask, full_named_parameters, left_pad, right_pad
 
 
 def sampled_token_logprobs(token_ids: list[int], position_logprobs: list[dict]) -> list[float]:
@@ -84,14 +84,16 @@ class VLLMSampler:
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Push the student's current weights into the engine (after every optimizer step)."""
         if self.mode == "server":
-            self.client.update_model_params(model)
+            metadata = [(name, str(parameter.dtype).removeprefix("torch."), list(parameter.shape))
+                        for name, parameter in model.named_parameters()]
+            self.client.update_named_params(metadata, full_named_parameters(model))
             self.client.reset_prefix_cache()
             return
         if not self.weights_awake:
             self.llm.wake_up(tags=["weights"])  # loading into offloaded weights would write to freed memory
             self.weights_awake = True
         engine_model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-        engine_model.load_weights((name, parameter.data) for name, parameter in model.named_parameters())
+        engine_model.load_weights(full_named_parameters(model))
         self.llm.reset_prefix_cache()
 
     def sample(self, prompts: list[list[int]], max_new_tokens: int, temperature: float, top_p: float, seed: int,

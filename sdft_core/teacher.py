@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch.distributed.tensor import DTensor
 
 TEACHER_KINDS = ("ema", "frozen", "live")
 
@@ -36,14 +37,12 @@ class Teacher:
         """Call after each optimizer step."""
         if self.kind != "ema":
             return
-        teacher_params = list(self.model.parameters())
-        student_params = [p.detach().to(torch.float32) for p in student.parameters()]
+        # Sharded (FSDP) teacher and student hold the same shards of the same parameters: update shard by shard.
+        teacher_params = [_local(p) for p in self.model.parameters()]
+        student_params = [_local(p.detach()).to(torch.float32) for p in student.parameters()]
         # φ ← φ + α(θ − φ)  ≡  α·θ + (1−α)·φ
         torch._foreach_lerp_(teacher_params, student_params, self.ema_alpha)
 
-    def state_dict(self) -> dict | None:
-        return None if self.kind == "live" else self.model.state_dict()
 
-    def load_state_dict(self, state: dict | None) -> None:
-        if self.kind != "live":
-            self.model.load_state_dict(state)
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor

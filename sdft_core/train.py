@@ -8,13 +8,18 @@ A run lives in one folder:
   model/          the final weights (safetensors) and tokenizer
   summary.json    written last: its presence with the same run id means "finished", and a rerun skips the run
 
-Multi-process training: launched with `accelerate launch` (e.g. `accelerate launch --cpu --num_processes 2 -m
-sdft_core.cli train ...`), the student is wrapped in DistributedDataParallel by accelerate, every process takes an
+Multi-process training: launched with `accelerate launch` (e.g. `accelerate launch --multi_gpu --num_processes 2
+-m sdft_core.cli train ...`, which on a machine without GPUs starts 2 CPU processes through torchrun), the student is wrapped in DistributedDataParallel by accelerate, every process takes an
 equal contiguous share of each global batch, and the loss is normalised by the global token count, so P processes
 compute the same update as one process with the same global batch. The EMA teacher is replicated: every process
 applies the same update to the same synchronised student weights. Randomness is drawn per (step, micro-batch), so
 rollouts do not depend on how micro-batches are spread over processes, and a checkpoint resumes with any number of
 processes (its state is the full, unsharded one, saved by the main process).
+
+With `sharding="fsdp"` the student, its gradients and AdamW state, and the EMA teacher are sharded over the
+processes instead (FSDP2 `fully_shard`, one unit per decoder layer plus the root): the EMA update is applied shard by
+shard, which is the same arithmetic, and checkpoints still hold the full state, so a run started sharded resumes
+replicated or on another process count, and the reverse.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint.state_dict as dcp_state
 from accelerate import Accelerator
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -54,9 +62,9 @@ def completion_hidden(model, batch: Batch) -> torch.Tensor:
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     inputs = {"input_ids": batch.input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
               "use_cache": False}
-    if torch.is_grad_enabled():
-        # Through the model's own forward, so that a DistributedDataParallel wrapper sees it; logits for one
-        # position only.
+    if torch.is_grad_enabled() or isinstance(model, FSDPModule):
+        # Through the model's own forward, so that a DistributedDataParallel or FSDP wrapper sees it (FSDP gathers
+        # the embeddings and the output head in the root's forward); logits for one position only.
         hidden = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
     else:
         # No gradient: the decoder alone frees each layer's activations as it goes.
@@ -119,8 +127,30 @@ class Loop:
         return self.accelerator.reduce(torch.tensor(values, dtype=torch.float64), reduction="sum").tolist()
 
     def sync_gradients_now(self, last_micro_batch: bool):
-        """DDP all-reduces gradients at every backward; only the last micro-batch of a step needs it."""
+        """DDP all-reduces (FSDP reduce-scatters) gradients at every backward; only the last micro-batch of a step
+        needs it."""
+        if isinstance(self.model, FSDPModule):
+            self.model.set_requires_gradient_sync(last_micro_batch)
+            return nullcontext()
         return nullcontext() if last_micro_batch else self.accelerator.no_sync(self.student)
+
+
+def shard(model: torch.nn.Module, device: str, processes: int) -> None:
+    """FSDP2 over all processes: each decoder layer is a unit, gathered for its forward and backward and resharded
+    after; the rest (embeddings, final norm, output head, tied or not) is the root unit, which FSDP keeps gathered
+    from the forward to the end of the backward, so the chunked loss can apply the output head outside forward."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(device, (processes,))
+    for layer in model.get_decoder().layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def release(model: torch.nn.Module) -> None:
+    """Free a sharded model's gathered root after a forward that has no backward (the teacher)."""
+    if isinstance(model, FSDPModule):
+        model.reshard()
 
 
 def make_sampler(config: TrainConfig, model, tokenizer):
@@ -185,6 +215,9 @@ def distillation_step(loop: Loop, step: int, first_group: int, student_prompts, 
         with torch.no_grad(), _autocast(config):
             teacher_hidden = completion_hidden(
                 loop.teacher.model, with_teacher_prompts(batch, teacher_prompts[group], tokenizer.pad_token_id))
+        separate_teacher = loop.teacher.model is not loop.model
+        if separate_teacher and isinstance(loop.teacher.model, FSDPModule):
+            loop.teacher.model.unshard()  # its output head, for the loss below
         teacher_seconds += time.perf_counter() - teacher_started
         with loop.sync_gradients_now(index == len(groups) - 1):
             with _autocast(config):
@@ -201,6 +234,8 @@ def distillation_step(loop: Loop, step: int, first_group: int, student_prompts, 
         divergence_total += divergence.item()
         ratio_sum += importance["is_ratio_sum"]
         capped += importance["is_capped"]
+        if separate_teacher:
+            release(loop.teacher.model)
     eos_ids = torch.tensor(eos_token_ids(loop.model, tokenizer))
     last_tokens = torch.cat([b.completion_ids.gather(1, b.completion_mask.sum(1, keepdim=True) - 1).cpu()
                              for b in batches])
@@ -248,21 +283,45 @@ def likelihood_step(loop: Loop, step: int, student_prompts, targets) -> dict:
             "seconds_student": time.perf_counter() - started}
 
 
-def _save_checkpoint(path: Path, run_id: str, step: int, student, teacher, optimizer, scheduler) -> None:
+_FULL = dcp_state.StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _full_state(model) -> dict:
+    """The unsharded state dict (a collective when sharded: every process calls it; the main one gets it)."""
+    if not isinstance(model, FSDPModule):
+        return model.state_dict()
+    state = dcp_state.get_model_state_dict(model, options=_FULL)
+    # Gathering copies tied parameters (input and output embeddings) apart; tie them again, so that saving writes
+    # one tensor, as it does for an unsharded model.
+    first_name: dict[int, str] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        first = first_name.setdefault(id(parameter), name)
+        if first != name and first in state and name in state:
+            state[name] = state[first]
+    return state
+
+
+def _save_checkpoint(path: Path, run_id: str, step: int, student, teacher, optimizer, scheduler, main: bool) -> None:
+    """Full, unsharded state keyed by parameter names, so any process count and sharding can resume it. Every
+    process calls this; the main one writes."""
+    options = _FULL if isinstance(student, FSDPModule) else dcp_state.StateDictOptions(full_state_dict=True)
     state = {
-        "run_id": run_id, "step": step, "student": student.state_dict(),
-        "teacher": teacher.state_dict() if teacher else None,
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "run_id": run_id, "step": step, "student": _full_state(student),
+        "teacher": _full_state(teacher.model) if teacher and teacher.kind != "live" else None,
+        "optimizer": dcp_state.get_optimizer_state_dict(student, optimizer, options=options),
+        "scheduler": scheduler.state_dict(),
     }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    if main:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _restore_checkpoint(path: Path, student, teacher, optimizer, scheduler) -> int:
     state = torch.load(path, map_location="cpu", weights_only=True)
-    student.load_state_dict(state["student"])
-    if teacher:
-        teacher.load_state_dict(state["teacher"])
-    optimizer.load_state_dict(state["optimizer"])
+    options = dcp_state.StateDictOptions(full_state_dict=True)
+    dcp_state.set_model_state_dict(student, state["student"], options=options)
+    if teacher and teacher.kind != "live":
+        dcp_state.set_model_state_dict(teacher.model, state["teacher"], options=options)
+    dcp_state.set_optimizer_state_dict(student, optimizer, state["optimizer"], options=options)
     scheduler.load_state_dict(state["scheduler"])
     return state["step"]
 
@@ -295,7 +354,9 @@ def teacher_samples(teacher_model, tokenizer, examples, teacher_prompts, config:
 
 
 def run_id_for(config: TrainConfig, examples: list[Example]) -> str:
-    return fingerprint(dataclasses.asdict(config), [dataclasses.asdict(e) for e in examples])
+    values = dataclasses.asdict(config)
+    del values["sharding"]  # how the state is spread over processes does not change the result
+    return fingerprint(values, [dataclasses.asdict(e) for e in examples])
 
 
 def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, stop_after_step: int | None = None,
@@ -340,6 +401,11 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
     if config.method in TEACHER_METHODS:
         initial = load_model(config.teacher_model, "float32", config.device) if config.teacher_model else model
         teacher = Teacher(initial, config.teacher_kind, config.ema_alpha)
+    sharded = config.sharding == "fsdp" and world > 1
+    if sharded:
+        shard(model, config.device, world)
+        if teacher and teacher.model is not model:
+            shard(teacher.model, config.device, world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     order = data_order(len(examples), config.epochs, config.seed)
     total_steps = math.ceil(len(order) / config.batch_size)
@@ -368,8 +434,9 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
         start_step = _restore_checkpoint(checkpoint_path, model, teacher, optimizer, scheduler)
         if main:
             print(f"[sdft] resuming {output_dir} from the checkpoint after step {start_step} of {total_steps}.")
-    # DistributedDataParallel when launched with several processes; the model itself otherwise.
-    loop = Loop(config, accelerator.prepare_model(model), model, teacher, tokenizer, accelerator, output_dir,
+    # DistributedDataParallel when launched with several processes and not sharded; the model itself otherwise.
+    loop = Loop(config, model if sharded else accelerator.prepare_model(model), model, teacher, tokenizer,
+                accelerator, output_dir,
                 make_sampler(config, model, tokenizer) if config.method == "sdft" else None)
     metrics_path = output_dir / "metrics.jsonl"
     metrics = _read_metrics(metrics_path, start_step)
@@ -394,6 +461,7 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
         else:
             row = likelihood_step(loop, step + 1, [student_prompts[i] for i in mine], [targets[i] for i in mine])
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        grad_norm = grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm
         row.update(step=step + 1, epoch=(step + 1) * config.batch_size / len(examples),
                    learning_rate=scheduler.get_last_lr()[0], grad_norm=grad_norm.item())
         optimizer.step()
@@ -412,8 +480,7 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
         finished_step = step + 1
         due = config.checkpoint_every and finished_step % config.checkpoint_every == 0
         if finished_step < total_steps and (due or finished_step == stop_after_step):
-            if main:
-                _save_checkpoint(checkpoint_path, run_id, finished_step, model, teacher, optimizer, scheduler)
+            _save_checkpoint(checkpoint_path, run_id, finished_step, model, teacher, optimizer, scheduler, main)
             accelerator.wait_for_everyone()
         if finished_step == stop_after_step and finished_step < total_steps:
             bar.close()
@@ -422,16 +489,17 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
 
     summary = {
         "run_id": run_id, "method": config.method, "steps": total_steps, "examples_seen": len(order),
-        "processes": world, "train_seconds_this_session": time.perf_counter() - started,
+        "processes": world, "sharded": sharded, "train_seconds_this_session": time.perf_counter() - started,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "teacher_prompts_truncated": truncation.truncated,
         "final_loss": metrics[-1]["loss"] if metrics else None,
     }
+    weights = _full_state(model) if config.save_model else None
     if main:
         if config.save_model:
             staging = output_dir / "model.partial"
             shutil.rmtree(staging, ignore_errors=True)
-            model.save_pretrained(staging)
+            model.save_pretrained(staging, state_dict=weights)
             tokenizer.save_pretrained(staging)
             shutil.rmtree(output_dir / "model", ignore_errors=True)
             staging.rename(output_dir / "model")

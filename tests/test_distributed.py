@@ -1,5 +1,5 @@
 """Multi-process training through accelerate: 2 CPU processes compute what 1 process computes for the same global
-batch, and a checkpoint written by 2 processes resumes in 1."""
+batch, replicated (DDP) or sharded (FSDP2), and a checkpoint written by 2 processes resumes in 1."""
 
 import subprocess
 import sys
@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from sdft_core.io import read_json
 
 COMMON = ["--task", "knowledge", "--max-train-examples", "8", "--batch-size", "4", "--micro-batch-size", "2",
           "--learning-rate", "1e-3", "--warmup-steps", "1", "--max-new-tokens", "6",
@@ -24,9 +26,13 @@ def one_process(model_dir, output, *extra):
 
 
 def two_processes(model_dir, output, *extra):
-    run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # On a machine without GPUs, `--multi_gpu` makes accelerate start 2 CPU processes through torchrun (gloo);
+    # `--cpu --num_processes 2` would start only one (accelerate 1.15 needs MPI for several CPU processes).
+    run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sdft_core.cli",
-         "train", "--model", model_dir, "--output-dir", str(output), *COMMON, *extra])
+         "train", "--model", model_dir, "--output-dir", str(output), "--device", "cpu", *COMMON, *extra])
+    written = read_json(output / "config.json")
+    assert written["processes"] == 2, "the launcher started one process, not two"
 
 
 def weights(run_dir):
@@ -34,10 +40,12 @@ def weights(run_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
 @pytest.mark.parametrize("method", ["sdft", "sft"])
-def test_two_processes_match_one_process(tmp_path, tiny_model_dir, method):
+def test_two_processes_match_one_process(tmp_path, tiny_model_dir, method, sharding):
     one_process(tiny_model_dir, tmp_path / "one", "--method", method)
-    two_processes(tiny_model_dir, tmp_path / "two", "--method", method)
+    two_processes(tiny_model_dir, tmp_path / "two", "--method", method, "--sharding", sharding)
+    assert read_json(tmp_path / "two" / "summary.json")["sharded"] == (sharding == "fsdp")
     single, double = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert single.keys() == double.keys()
     initial = load_file(f"{tiny_model_dir}/model.safetensors")
@@ -49,11 +57,12 @@ def test_two_processes_match_one_process(tmp_path, tiny_model_dir, method):
 
 
 @pytest.mark.slow
-def test_checkpoint_from_two_processes_resumes_in_one(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
+def test_checkpoint_from_two_processes_resumes_in_one(tmp_path, tiny_model_dir, sharding):
     extra = ["--method", "sdft", "--checkpoint-every", "1"]
     one_process(tiny_model_dir, tmp_path / "straight", *extra)
     # Two processes stop after step 1 (a checkpoint is left), one process finishes the run from it.
-    two_processes(tiny_model_dir, tmp_path / "mixed", *extra, "--stop-after-step", "1")
+    two_processes(tiny_model_dir, tmp_path / "mixed", *extra, "--stop-after-step", "1", "--sharding", sharding)
     assert (tmp_path / "mixed" / "checkpoint" / "state.pt").exists()
     one_process(tiny_model_dir, tmp_path / "mixed", *extra)
     straight, mixed = weights(tmp_path / "straight"), weights(tmp_path / "mixed")
