@@ -68,3 +68,15 @@ def test_checkpoint_from_two_processes_resumes_in_one(tmp_path, tiny_model_dir, 
     straight, mixed = weights(tmp_path / "straight"), weights(tmp_path / "mixed")
     for key in straight:
         torch.testing.assert_close(mixed[key], straight[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_checkpoint_from_one_process_resumes_sharded_over_two(tmp_path, tiny_model_dir):
+    extra = ["--method", "sdft", "--checkpoint-every", "1"]
+    one_process(tiny_model_dir, tmp_path / "straight", *extra)
+    one_process(tiny_model_dir, tmp_path / "mixed", *extra, "--stop-after-step", "1")
+    two_processes(tiny_model_dir, tmp_path / "mixed", *extra, "--sharding", "fsdp")
+    assert read_json(tmp_path / "mixed" / "summary.json")["sharded"]
+    straight, mixed = weights(tmp_path / "straight"), weights(tmp_path / "mixed")
+    for key in straight:
+        torch.testing.assert_close(mixed[key], straight[key], rtol=1e-4, atol=1e-6)
