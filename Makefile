@@ -38,9 +38,10 @@ test: $(INSTALLED)
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
-# Regenerate notebooks/*.ipynb (outputs stripped) from their paired notebooks/*.py sources.
+# Regenerate notebooks/*.ipynb (outputs stripped) from their paired notebooks/*.py sources; --update keeps cell ids,
+# so an unchanged notebook stays byte-identical (and its pipeline steps stay cached).
 notebooks: $(INSTALLED)
-	$(BIN)/jupytext --to ipynb notebooks/*.py
+	$(BIN)/jupytext --to ipynb --update notebooks/*.py
 
 clean-venv:
 	rm -rf $(VENV)
