@@ -244,6 +244,7 @@ def select_best(results_dir: str, task, name: str, candidates: list[str], val_sp
     The choice and every validation score go to best/<name>.json."""
     from sdft_core.config import TrainConfig
     from sdft_core.experiments import seeded
+    from sdft_core.prior_capabilities import evaluate_prior_capabilities
     from sdft_core.train import train
 
     results = Path(results_dir)
@@ -259,8 +260,6 @@ def select_best(results_dir: str, task, name: str, candidates: list[str], val_sp
                        str(results / "eval" / f"{seeded(name, seed)}.json"), base_model_name=base_model_name,
                        **evaluation)
         if prior is not None:
-            from sdft_core.prior_capabilities import evaluate_prior_capabilities
-
             evaluate_prior_capabilities(str(run_dir / "model"), results / "prior" / f"{seeded(name, seed)}.json",
                                         **prior)
     choice = {"name": name, "best": best, "val_split": val_split, "val_scores": scores, "seeds": list(seeds)}

@@ -89,17 +89,27 @@ class Plan:
                                   after + ((f"train_{seeded(start_from, seed)}",) if start_from else ())))
         return steps
 
-    def evaluate(self, name: str, task: str, run: str, seeds: tuple[int, ...] | None = None,
+    def over_seeds(self, name: str) -> list[str]:
+        """`name` for every seed of the plan."""
+        return [seeded(name, seed) for seed in self.seeds]
+
+    def on_model(self, prefix: str, notebook: str, name: str, run: str, seeds: tuple[int, ...] | None = None,
                  **parameters) -> list[str]:
-        """Evaluate `run` for each of its seeds; returns the evaluation names (one per seed)."""
+        """A step `<prefix>_<name>` that reads the model trained by `run`, once per seed of `run`; returns the
+        result names (one per seed)."""
         names = []
         for seed in self.seeds_of(run, seeds):
             after = () if run == "base" else (f"train_{seeded(run, seed)}",)
-            self.add(f"eval_{seeded(name, seed)}", "evaluate", {"task": task, "name": seeded(name, seed),
-                                                                "model_dir": self.model_dir(seeded(run, seed)),
-                                                                **parameters}, after)
+            self.add(f"{prefix}_{seeded(name, seed)}", notebook,
+                     {**parameters, "name": seeded(name, seed), "model_dir": self.model_dir(seeded(run, seed))},
+                     after)
             names.append(seeded(name, seed))
         return names
+
+    def evaluate(self, name: str, task: str, run: str, seeds: tuple[int, ...] | None = None,
+                 **parameters) -> list[str]:
+        """Evaluate `run` for each of its seeds; returns the evaluation names (one per seed)."""
+        return self.on_model("eval", "evaluate", name, run, seeds, task=task, **parameters)
 
     def restricted_to(self, targets: list[str]) -> list[Step]:
         """The steps needed for `targets`, in dependency order."""
@@ -235,13 +245,7 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
         return evaluate(f"{task}_base", task, "base")
 
     def prior(name: str, run: str) -> list[str]:
-        names = []
-        for seed in plan.seeds_of(run):
-            plan.add(f"prior_{seeded(name, seed)}", "prior_capabilities",
-                     {"name": seeded(name, seed), "model_dir": plan.model_dir(seeded(run, seed)), **sizes.prior},
-                     () if run == "base" else (f"train_{seeded(run, seed)}",))
-            names.append(seeded(name, seed))
-        return names
+        return plan.on_model("prior", "prior_capabilities", name, run, **sizes.prior)
 
     # Table 1: + oracle RAG (the base model with the right article) and CPT (next-token loss on the articles).
     rows = {"base": ["knowledge_base"], "oracle_rag": evaluate("knowledge_oracle_rag", "knowledge", "base",
@@ -249,7 +253,7 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
     train("knowledge_cpt", "knowledge_corpus", method="cpt", learning_rate=1e-4, epochs=8.0, batch_size=4,
           micro_batch_size=4)
     rows["cpt"] = evaluate("knowledge_cpt", "knowledge", "knowledge_cpt")
-    rows.update({method: [seeded(f"knowledge_{method}", seed) for seed in plan.seeds] for method in ("sft", "sdft")})
+    rows.update({method: plan.over_seeds(f"knowledge_{method}") for method in ("sft", "sdft")})
     figures.append(plan.add("table1", "knowledge_report", {"rows": rows, "name": "table1_knowledge"},
                             evaluations_done(*rows.values())))
 
@@ -303,7 +307,7 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
         evaluate(run, skill, run)
     comparisons["fig6_offline_distillation"] = (
         f"Fig. 6: on-policy vs offline use of the teacher ({skill}, accuracy)",
-        {label: [seeded(run, seed) for seed in plan.seeds] for label, run in (
+        {label: plan.over_seeds(run) for label, run in (
             ("SFT", sft_run), ("SFT on teacher samples", f"{skill}_sft_teacher_samples"),
             ("offline distillation", f"{skill}_offline_distill"), ("SDFT (on-policy)", sdft_run))},
         "correct", {})
@@ -318,15 +322,8 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
                             {"task": skill, "sft_run": sft_run, "max_examples": sizes.kl_examples},
                             (f"train_{sft_run}",)))
     # Fig. 5: pass@k of base, SFT and SDFT; the SDFT − SFT gap across model sizes (one size fits this CPU).
-    passk = {}
-    for label, run in (("base", "base"), ("SFT", sft_run), ("SDFT", sdft_run)):
-        passk[label] = []
-        for seed in plan.seeds_of(run):
-            name = seeded(f"{skill}_{run}", seed)
-            plan.add(f"passk_{name}", "pass_at_k",
-                     {"task": skill, "name": name, "model_dir": plan.model_dir(seeded(run, seed)), **sizes.passk},
-                     () if run == "base" else (f"train_{seeded(run, seed)}",))
-            passk[label].append(name)
+    passk = {label: plan.on_model("passk", "pass_at_k", f"{skill}_{run}", run, task=skill, **sizes.passk)
+             for label, run in (("base", "base"), ("SFT", sft_run), ("SDFT", sdft_run))}
     figures.append(plan.add("fig5_pass_at_k", "fig5_pass_at_k", {"rows": passk, "task": skill},
                             tuple(f"passk_{name}" for names in passk.values() for name in names)))
     scale = {"sft": pareto[sft_run]["eval"], "sdft": pareto[sdft_run]["eval"]}
@@ -421,10 +418,6 @@ def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> list
     `gpu` extra, the hub, and the datasets built by data_prep (README "Data preparation"); not run by the kit's CI.
     The tiny profile's other figures take the same notebooks with paper-scale runs added here as needed."""
     plan = Plan(results_dir, seeds)
-
-    def over_seeds(name: str) -> list[str]:
-        return [seeded(name, seed) for seed in plan.seeds]
-
     prior = {"suite": "paper", "dtype": "bfloat16", "device": "cuda"}
     figures = []
     plan.add("prior_base", "prior_capabilities", {"name": "base", "model_dir": PAPER_MODEL, **prior})
@@ -440,8 +433,8 @@ def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> list
                 parameters = {**parameters, **PAPER_SDFT, "max_new_tokens": 2048}
                 grid = {**PAPER_SKILL_SWEEP, "ema_alpha": PAPER_EMA_ALPHAS}
             sweep(plan, f"{task}_{method}", task, parameters, grid, val, prior, ["test"])
-            models[method] = {"method": method, "eval": over_seeds(f"{task}_{method}"),
-                              "prior": over_seeds(f"{task}_{method}")}
+            models[method] = {"method": method, "eval": plan.over_seeds(f"{task}_{method}"),
+                              "prior": plan.over_seeds(f"{task}_{method}")}
         figures.append(plan.add(f"fig4_pareto_{task}", "fig4_pareto", {"task": task, "models": models},
                                 (f"eval_{task}_base", "prior_base")
                                 + tuple(f"best_{task}_{m}" for m in ("sft", "dft", "sdft"))))
@@ -459,7 +452,7 @@ def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> list
           {**PAPER_COMMON, **PAPER_SDFT, "max_new_tokens": 1024, "teacher_context": "context_and_demonstration"},
           {**PAPER_KNOWLEDGE_SWEEP["sdft"], "ema_alpha": PAPER_EMA_ALPHAS}, "val", None, ["test", "ood"])
     rows = {label: f"paper_knowledge_{label}" for label in ("base", "oracle_rag")}
-    rows.update({label: over_seeds(f"paper_knowledge_{label}") for label in ("cpt", "sft", "sdft")})
+    rows.update({label: plan.over_seeds(f"paper_knowledge_{label}") for label in ("cpt", "sft", "sdft")})
     figures.append(plan.add("table1", "knowledge_report", {"rows": rows, "name": "table1_knowledge"},
                             ("eval_paper_knowledge_base", "eval_paper_knowledge_oracle_rag", "best_paper_knowledge_sft",
                              "best_paper_knowledge_cpt", "best_paper_knowledge_sdft")))
