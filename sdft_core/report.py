@@ -51,17 +51,14 @@ def over_seeds(results_dir: str | Path, names: Names, value: Callable[[dict], fl
 def seed_table(rows: dict[str, dict[str, MeanCI | float]], index_name: str = "model") -> pd.DataFrame:
     """A table of means; where any row of a column averages several seeds, its CI column follows it (NaN for a row
     with one seed). Plain floats (e.g. the paper's numbers) pass through."""
+    names = list(dict.fromkeys(column for row in rows.values() for column in row))
     columns: dict[str, dict] = {}
-    for label, row in rows.items():
-        for column, cell in row.items():
-            columns.setdefault(column, {})[label] = cell.mean if isinstance(cell, MeanCI) else cell
-    for column in list(columns):
-        cells = [row.get(column) for row in rows.values()]
-        if any(isinstance(c, MeanCI) and c.n > 1 for c in cells):
-            columns[column + CI] = {label: row[column].half_width for label, row in rows.items()
-                                    if isinstance(row.get(column), MeanCI)}
-    ordered = sorted(columns, key=lambda c: list(columns).index(c.removesuffix(CI)) + 0.5 * c.endswith(CI))
-    frame = pd.DataFrame({column: columns[column] for column in ordered}, index=list(rows))
+    for column in names:
+        cells = {label: row[column] for label, row in rows.items() if column in row}
+        columns[column] = {label: c.mean if isinstance(c, MeanCI) else c for label, c in cells.items()}
+        if any(isinstance(c, MeanCI) and c.n > 1 for c in cells.values()):
+            columns[column + CI] = {label: c.half_width for label, c in cells.items() if isinstance(c, MeanCI)}
+    frame = pd.DataFrame(columns, index=list(rows))
     frame.index.name = index_name
     return frame
 
