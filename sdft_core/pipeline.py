@@ -82,21 +82,43 @@ def run_profile(profile: str, results_dir: Path | str | None = None, log_output:
     return run_steps(steps, results_dir / "_state", results_dir / "notebooks", log_output)
 
 
+def step_fingerprints(steps: list[Step]) -> dict[str, str]:
+    """Each step's fingerprint: its notebook, parameters, the library code and its dependencies' fingerprints."""
+    code = code_fingerprint()
+    ids: dict[str, str] = {}
+    for step in steps:
+        ids[step.name] = fingerprint(step.notebook, notebook_path(step.notebook).read_text(), step.parameters, code,
+                                     [ids[name] for name in step.after])
+    return ids
+
+
+def step_status(steps: list[Step], state_dir: Path, executed_dir: Path) -> list[tuple[Step, str, float | None]]:
+    """Each step with "done" (its last run had the same fingerprint: a run skips it), "stale" (it ran with other
+    inputs or code) or "new", and how many seconds its last run took (None if it never ran)."""
+    ids = step_fingerprints(steps)
+    status = []
+    for step in steps:
+        state_file = state_dir / f"{step.name}.json"
+        if not state_file.exists():
+            status.append((step, "new", None))
+            continue
+        state = read_json(state_file)
+        done = state["fingerprint"] == ids[step.name] and (executed_dir / f"{step.name}.ipynb").exists()
+        status.append((step, "done" if done else "stale", state["seconds"]))
+    return status
+
+
 def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output: bool = True) -> dict[str, str]:
     import papermill
 
-    code = code_fingerprint()
+    ids = step_fingerprints(steps)
     executed_dir.mkdir(parents=True, exist_ok=True)
-    done: dict[str, str] = {}
     for index, step in enumerate(steps, start=1):
         source = notebook_path(step.notebook)
-        step_id = fingerprint(step.notebook, source.read_text(), step.parameters, code,
-                              [done[name] for name in step.after])
         state_file = state_dir / f"{step.name}.json"
         output = executed_dir / f"{step.name}.ipynb"
-        if state_file.exists() and read_json(state_file)["fingerprint"] == step_id and output.exists():
+        if state_file.exists() and read_json(state_file)["fingerprint"] == ids[step.name] and output.exists():
             print(f"[{index}/{len(steps)}] {step.name}: unchanged since its last run, skipped")
-            done[step.name] = step_id
             continue
         print(f"[{index}/{len(steps)}] {step.name}: running {source.relative_to(REPO)}", flush=True)
         started = time.perf_counter()
@@ -110,10 +132,22 @@ def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output
                 f"({err.ename}: {err.evalue}). The executed notebook with the traceback is {output}. "
                 f"Finished steps are kept; rerun to continue from this step.") from None
         seconds = time.perf_counter() - started
-        write_json(state_file, {"fingerprint": step_id, "seconds": seconds, "parameters": step.parameters})
+        write_json(state_file, {"fingerprint": ids[step.name], "seconds": seconds, "parameters": step.parameters})
         print(f"[{index}/{len(steps)}] {step.name}: done in {seconds:.0f} s", flush=True)
-        done[step.name] = step_id
-    return done
+    return ids
+
+
+def print_status(steps: list[Step], results_dir: Path) -> None:
+    """The --list table: every step, whether a run would skip it, and the time its last run took."""
+    status = step_status(steps, results_dir / "_state", results_dir / "notebooks")
+    for step, state, seconds in status:
+        took = "-" if seconds is None else f"{seconds / 60:.1f} min"
+        after = ", ".join(step.after) if len(step.after) <= 3 else f"{step.after[0]}, … ({len(step.after)} steps)"
+        print(f"{step.name:45s} {step.notebook:25s} {state:5s} {took:>10s}  after: {after or '-'}")
+    for state, meaning in (("done", "up to date (a run skips them)"), ("stale", "to rerun (inputs or code changed)")):
+        timed = [seconds for _, s, seconds in status if s == state]
+        print(f"{len(timed)} steps {meaning}; their last runs took {sum(timed) / 3600:.2f} h in all")
+    print(f"{sum(s == 'new' for _, s, _ in status)} steps never ran")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,12 +159,13 @@ def main(argv: list[str] | None = None) -> None:
                         "(e.g. --only fig7_teacher_context table1)")
     parser.add_argument("--seeds", type=int, help="train every run with this many seeds (0, 1, …) instead of the "
                         "profile's default (tiny, paper: 3; demo, smoke: 1); tables give mean ± 95%% CI")
-    parser.add_argument("--list", action="store_true", help="list the profile's steps and exit")
+    parser.add_argument("--list", action="store_true", help="list the profile's steps (with --only: those the "
+                        "targets need), whether each is up to date, how long its last run took, and exit")
     args = parser.parse_args(argv)
     results = REPO / (args.results_dir or DEFAULT_RESULTS[args.profile])
     if args.list:
-        for step in profile_steps(args.profile, results, args.seeds):
-            print(f"{step.name:45s} {step.notebook:25s} after: {', '.join(step.after) or '-'}")
+        steps = profile_steps(args.profile, results, args.seeds)
+        print_status(only(steps, args.only) if args.only else steps, results)
         return
     started = time.perf_counter()
     run_profile(args.profile, results, log_output=not args.quiet, targets=args.only, seeds=args.seeds)
