@@ -92,20 +92,20 @@ def step_fingerprints(steps: list[Step]) -> dict[str, str]:
     return ids
 
 
+def last_run(step_id: str, state_file: Path, executed: Path) -> tuple[str, float | None]:
+    """"done" (the last run had fingerprint `step_id` and its executed notebook is there: a run skips the step),
+    "stale" (it ran with other inputs or code) or "new", and how many seconds the last run took (None if none)."""
+    if not state_file.exists():
+        return "new", None
+    state = read_json(state_file)
+    return ("done" if state["fingerprint"] == step_id and executed.exists() else "stale"), state["seconds"]
+
+
 def step_status(steps: list[Step], state_dir: Path, executed_dir: Path) -> list[tuple[Step, str, float | None]]:
-    """Each step with "done" (its last run had the same fingerprint: a run skips it), "stale" (it ran with other
-    inputs or code) or "new", and how many seconds its last run took (None if it never ran)."""
+    """Each step with its `last_run` status and seconds."""
     ids = step_fingerprints(steps)
-    status = []
-    for step in steps:
-        state_file = state_dir / f"{step.name}.json"
-        if not state_file.exists():
-            status.append((step, "new", None))
-            continue
-        state = read_json(state_file)
-        done = state["fingerprint"] == ids[step.name] and (executed_dir / f"{step.name}.ipynb").exists()
-        status.append((step, "done" if done else "stale", state["seconds"]))
-    return status
+    return [(step, *last_run(ids[step.name], state_dir / f"{step.name}.json", executed_dir / f"{step.name}.ipynb"))
+            for step in steps]
 
 
 def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output: bool = True) -> dict[str, str]:
@@ -117,7 +117,7 @@ def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output
         source = notebook_path(step.notebook)
         state_file = state_dir / f"{step.name}.json"
         output = executed_dir / f"{step.name}.ipynb"
-        if state_file.exists() and read_json(state_file)["fingerprint"] == ids[step.name] and output.exists():
+        if last_run(ids[step.name], state_file, output)[0] == "done":
             print(f"[{index}/{len(steps)}] {step.name}: unchanged since its last run, skipped")
             continue
         print(f"[{index}/{len(steps)}] {step.name}: running {source.relative_to(REPO)}", flush=True)

@@ -84,6 +84,8 @@ def test_seeds_must_include_0_and_be_distinct():
 
 
 def test_status_tells_up_to_date_from_stale_and_new_and_a_change_upstream_makes_dependents_stale(tmp_path):
+    from dataclasses import replace
+
     from sdft_core.io import write_json
     from sdft_core.pipeline import step_fingerprints, step_status
 
@@ -100,8 +102,7 @@ def test_status_tells_up_to_date_from_stale_and_new_and_a_change_upstream_makes_
     (tmp_path / "notebooks" / f"{steps[0].name}.ipynb").unlink()
     assert step_status(steps, tmp_path / "_state", tmp_path / "notebooks")[0][1] == "stale"
     # A dependency's parameters are part of its dependents' fingerprints.
-    changed = [steps[0], type(steps[1])(steps[1].name, steps[1].notebook, {**steps[1].parameters, "changed": 1},
-                                        steps[1].after), steps[2]]
+    changed = [steps[0], replace(steps[1], parameters={**steps[1].parameters, "changed": 1}), steps[2]]
     changed_ids = step_fingerprints(changed)
     assert changed_ids[steps[0].name] == ids[steps[0].name]
     assert changed_ids[steps[1].name] != ids[steps[1].name] and changed_ids[steps[2].name] != ids[steps[2].name]
