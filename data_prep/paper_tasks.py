@@ -216,7 +216,10 @@ def science() -> registry.Task:
     description = (f"Science Q&A: SciKnowEval Chemistry L-3 multiple choice (paper §4, B.3); {len(train)} training "
                    f"examples with a demonstration, {skipped} of {len(train_rows)} training prompts left out for "
                    "want of one")
-    return registry.Task("paper_science", description, train, {split: items(split) for split in ("val", "test")},
+    train_keys = [registry.EvalItem(row["id"], row["prompt"], {"answer": row["answer"]}) for row in train_rows
+                  if row["id"] in demonstrations]
+    return registry.Task("paper_science", description, train,
+                         {"train": train_keys, **{split: items(split) for split in ("val", "test")}},
                          score_multiple_choice, max_new_tokens=SKILL_MAX_NEW_TOKENS)
 
 
@@ -354,5 +357,5 @@ def knowledge(corpus: bool = False) -> registry.Task:
         train = [Example(article_id, "", text) for article_id, text in articles.items()]
         description = "Continual pre-training corpus: " + description
     return registry.Task("paper_knowledge_corpus" if corpus else "paper_knowledge", description, train,
-                         {split: items(split) for split in ("val", "test", "ood")}, JudgeScorer("knowledge"),
+                         {split: items(split) for split in ("train", "val", "test", "ood")}, JudgeScorer("knowledge"),
                          max_new_tokens=KNOWLEDGE_MAX_NEW_TOKENS)

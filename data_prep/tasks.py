@@ -22,6 +22,9 @@ class EvalItem:
     """Task-specific answer key (JSON-serialisable), passed to the task's scorer."""
     context: str | None = None
     """Source text, for oracle-RAG evaluation (knowledge acquisition)."""
+    demonstration: str | None = None
+    """A correct answer, where the task has one per item (knowledge): lets a model be scored by how likely it finds
+    the answer (sdft_core.preflight.answer_logprobs), a finer measure than greedy accuracy."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class Task:
     description: str
     train: list[Example]
     eval_splits: dict[str, list[EvalItem]]
+    """Items with answer keys per split; "train" (where present) holds the training questions' keys, for the
+    pre-flight diagnostic's teacher ceiling and for checking what a model learned on its own training questions."""
     score: Callable[[str, dict], dict]
     max_new_tokens: int
     """Generation budget for evaluation answers and training rollouts on this task."""
@@ -45,7 +50,8 @@ def _knowledge(variant: str = "qa") -> Task:
     questions = knowledge.load_questions("train", articles=articles)
 
     def items(split: str) -> list[EvalItem]:
-        return [EvalItem(q.id, q.question, {"facts": q.facts, "wrong": q.wrong}, articles[q.article_id].text)
+        return [EvalItem(q.id, q.question, {"facts": q.facts, "wrong": q.wrong}, articles[q.article_id].text,
+                         q.answer)
                 for q in knowledge.load_questions(split, articles=articles)]
 
     def score(response: str, reference: dict) -> dict:
@@ -61,7 +67,7 @@ def _knowledge(variant: str = "qa") -> Task:
         train = knowledge.training_examples(questions, articles)
     name = "knowledge" if variant == "qa" else f"knowledge_{variant}"
     return Task(name, f"Knowledge acquisition ({variant}): invented 2025-2026 disasters (paper §4, Table 1)", train,
-                {split: items(split) for split in ("val", "test", "ood")}, score, max_new_tokens=48)
+                {split: items(split) for split in ("train", "val", "test", "ood")}, score, max_new_tokens=48)
 
 
 def _general() -> Task:
@@ -87,7 +93,7 @@ def _skill(name: str) -> Task:
         return [EvalItem(row.id, row.prompt, row.reference) for row in load(split)]
 
     return Task(name, description, skills.training_examples(load("train")),
-                {split: items(split) for split in ("val", "test")}, score, max_new_tokens=max_new_tokens)
+                {split: items(split) for split in ("train", "val", "test")}, score, max_new_tokens=max_new_tokens)
 
 
 TASKS: dict[str, Callable[[], Task]] = {"knowledge": _knowledge,

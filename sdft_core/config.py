@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sdft_core.loss import DIRECTIONS, ESTIMATORS, Divergence
 from sdft_core.model import EMBEDDED_MODEL
-from sdft_core.prompts import TEACHER_CONTEXTS
+from sdft_core.prompts import TEACHER_CONTEXTS, resolve_template
 from sdft_core.teacher import TEACHER_KINDS
 
 METHODS = ("sdft", "sft", "dft", "cpt", "offline_distill", "sft_teacher_samples")
@@ -60,6 +60,11 @@ class TrainConfig:
     teacher_context: str = "demonstration"
     """What the SDFT teacher sees besides the question: "demonstration" (paper §3), "context" (source text only),
     "context_and_demonstration" (source text + answer, the paper's best variant for knowledge acquisition, A.2)."""
+    teacher_template: str = "paper"
+    """How the teacher's user turn puts question and demonstration together: a name in prompts.TEACHER_TEMPLATES
+    ("paper": §3 verbatim, the default; "own_words": without "including the thinking process"; "same_facts": says
+    the example is correct and asks for the same facts) or a format string with {question} and {demonstration}.
+    The pre-flight diagnostic (sdft_core/preflight.py) measures how good a teacher each one makes for a model."""
     max_prompt_tokens: int = 512
     """Longest student prompt; a longer one is an error naming the example (student prompts are never cut)."""
     max_teacher_prompt_tokens: int = 1536
@@ -86,6 +91,20 @@ class TrainConfig:
     """Whose top-k tokens form the support of the approximation: "teacher" or "student"."""
     mask_first_tokens: int = 0
     """Exclude the first N completion tokens from the loss (paper §5, against inherited artefacts)."""
+    rollouts_per_prompt: int = 1
+    """On-policy samples per training prompt and epoch (the paper: 1, Appendix A.1). They count towards batch_size:
+    a step holds batch_size / rollouts_per_prompt prompts, each sampled rollouts_per_prompt times. More samples per
+    prompt cover more of the student's answers at the same prompt, at the cost of more steps per epoch."""
+    guided_fraction: float = 0.0
+    """DAgger-style mixture rollouts (Ross et al. 2011, the paper's on-policy reference): at the first step this share
+    of the rollouts comes from the guide (`guided_by`) instead of the student, falling linearly to 0 at the last step,
+    so training ends purely on-policy. Every rollout, guided or not, is scored by the same loss. Why: a fact of
+    several tokens (" K", "ess", "rin") is taught one token at a time, and its second token gets a teacher signal
+    only in rollouts where the student already sampled the first; guided rollouts put the whole fact on the path
+    once. 0 (default) is the paper's pure on-policy SDFT."""
+    guided_by: str = "teacher"
+    """Whose rollouts the guided share is: "teacher" (a sample of the teacher under its own context, at the rollout
+    temperature) or "demonstration" (the demonstration itself, as GKD mixes in its fixed dataset)."""
     max_new_tokens: int = 2048
     """Longest rollout (paper: 2048 skill learning, 1024 knowledge acquisition)."""
     temperature: float = 1.0
@@ -123,7 +142,8 @@ class TrainConfig:
         choices = {"method": METHODS, "teacher_kind": TEACHER_KINDS, "estimator": ESTIMATORS,
                    "direction": DIRECTIONS, "teacher_context": TEACHER_CONTEXTS,
                    "normalize": ("tokens", "sequences"), "dtype": ("float32", "bfloat16"),
-                   "rollout_engine": ("hf", "vllm_colocate", "vllm_server"), "sharding": ("replicate", "fsdp")}
+                   "rollout_engine": ("hf", "vllm_colocate", "vllm_server"), "sharding": ("replicate", "fsdp"),
+                   "guided_by": ("teacher", "demonstration")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -136,6 +156,18 @@ class TrainConfig:
             raise ValueError(f"rollout_engine={self.rollout_engine!r} needs device='cuda' (vLLM has no CPU path here)")
         if self.teacher_model is not None and self.teacher_kind == "live":
             raise ValueError("teacher_kind='live' is the student itself; teacher_model must be None")
+        if self.rollouts_per_prompt < 1 or self.batch_size % self.rollouts_per_prompt:
+            raise ValueError(f"rollouts_per_prompt ({self.rollouts_per_prompt}) must be ≥ 1 and divide batch_size "
+                             f"({self.batch_size})")
+        resolve_template(self.teacher_template)
+        if not 0.0 <= self.guided_fraction <= 1.0:
+            raise ValueError(f"guided_fraction must be in [0, 1], got {self.guided_fraction}")
+        if self.guided_fraction and (self.importance_sampling or self.rollout_engine != "hf"):
+            raise ValueError("guided_fraction needs rollout_engine='hf' without importance_sampling (guided rows have "
+                             "no sampler log-probs)")
+        if self.guided_fraction and self.sharding == "fsdp":
+            # Each process draws its own guided rows, so processes would run different numbers of sharded forwards.
+            raise ValueError("guided_fraction is not supported with sharding='fsdp'; use sharding='replicate'")
         self.divergence()  # validates direction, jsd_beta range is checked when used, topk and its support
         if self.estimator != "analytic" and self.direction != "reverse":
             raise ValueError(f"estimator={self.estimator!r} is only defined for direction='reverse'")

@@ -129,14 +129,16 @@ class Plan:
         return self.restricted_to(list(self.steps))
 
 
-# Knowledge acquisition on the embedded model. The hyperparameters are the best of the settings measured on this
-# machine within the demo's time budget (README "The demo on this machine"): SFT memorises with lr 3e-4 over 4
-# epochs; SDFT uses the per-token forward KL (the authors' code), which taught the 135M model more than the reverse KL.
+# Knowledge acquisition on the embedded model. SFT memorises with lr 3e-4 over 4 epochs. SDFT's recipe is the
+# candidate chosen on validation by the recipe search (sdft_core/recipe_search.py, results/tiny/recipe_search/): the
+# search's shared settings plus the winning candidate's fields (tests/test_recipe_search.py checks they agree).
+# The recipe's rollouts (see TINY_KNOWLEDGE), used for SDFT on the skill tasks too.
+MIXTURE_ROLLOUTS = {"guided_fraction": 1.0, "guided_by": "demonstration"}
 TINY_KNOWLEDGE = {
     "sft": {"method": "sft", "learning_rate": 3e-4, "epochs": 4.0, "batch_size": 8, "micro_batch_size": 8},
-    "sdft": {"method": "sdft", "learning_rate": 1.5e-4, "epochs": 4.0, "batch_size": 8, "micro_batch_size": 8,
-             "max_new_tokens": 32, "direction": "forward", "teacher_kind": "ema", "ema_alpha": 0.01,
-             "teacher_context": "context_and_demonstration"},
+    "sdft": {"method": "sdft", "learning_rate": 3e-4, "epochs": 4.0, "batch_size": 8, "micro_batch_size": 8,
+             "warmup_steps": 4, "max_new_tokens": 48, "direction": "forward", "teacher_kind": "ema", "ema_alpha": 0.01,
+             "teacher_context": "demonstration", "temperature": 1.0, **MIXTURE_ROLLOUTS},
 }
 SMOKE_KNOWLEDGE = {
     "sft": {"method": "sft", "learning_rate": 1e-4, "epochs": 1.0, "batch_size": 2, "micro_batch_size": 1,
@@ -151,12 +153,23 @@ def evaluations_done(*groups: list[str]) -> tuple[str, ...]:
     return tuple(f"eval_{name}" for names in groups for name in names)
 
 
-def knowledge_table(plan: Plan, runs: dict, evaluation: dict) -> str:
-    """Paper Table 1's core on the knowledge task: base, SFT, SDFT with forgetting measures → table and figure."""
-    plan.add("knowledge_data", "knowledge_data", {})
+def preflight(plan: Plan, task: str, recipe: dict, **parameters) -> str:
+    """The pre-flight diagnostic (notebooks/preflight) of `task` under an SDFT recipe's teacher template and rollout
+    temperature: teacher ceiling, demonstration log-prob and the signal on rollouts, before anything trains."""
+    template = recipe.get("teacher_template", "paper")
+    name = f"preflight_{task}_{template}"
+    return plan.add(name, "preflight", {"task": task, "name": name, "teacher_template": template,
+                                        "temperature": recipe.get("temperature", 1.0), **parameters})
+
+
+def knowledge_table(plan: Plan, runs: dict, evaluation: dict, preflight_sizes: dict) -> str:
+    """Paper Table 1's core on the knowledge task: the pre-flight diagnostic of the SDFT recipe first, then base,
+    SFT, SDFT with forgetting measures → table and figure."""
+    checks = (plan.add("knowledge_data", "knowledge_data", {}), preflight(plan, "knowledge", runs["sdft"],
+                                                                          **preflight_sizes))
     rows = {"base": plan.evaluate("knowledge_base", "knowledge", "base", splits=["test", "ood"], **evaluation)}
     for method, parameters in runs.items():
-        plan.train(f"knowledge_{method}", "knowledge", after=("knowledge_data",), **parameters)
+        plan.train(f"knowledge_{method}", "knowledge", after=checks, **parameters)
         rows[method] = plan.evaluate(f"knowledge_{method}", "knowledge", f"knowledge_{method}",
                                      splits=["test", "ood"], **evaluation)
     return plan.add("knowledge_report", "knowledge_report", {"rows": rows}, evaluations_done(*rows.values()))
@@ -178,6 +191,11 @@ class Sizes:
     evaluation: dict = field(default_factory=dict)  # extra evaluate-notebook parameters
     passk: dict = field(default_factory=lambda: {"samples": 16, "max_items": 12})
     kl_examples: int = 16
+    # Pre-flight sizes: before training (16 training questions: about 2 minutes here, which keeps `make demo` within
+    # 30 minutes) and after training (the student on all its training questions, under one teacher context).
+    preflight: dict = field(default_factory=lambda: {"max_examples": 16})
+    preflight_after_training: dict = field(default_factory=lambda: {"max_examples": 80})
+    recipe_search: dict = field(default_factory=dict)  # recipe_search-notebook parameters (empty: the full search)
     train_limit: dict = field(default_factory=dict)  # extra train parameters for every run (smoke: fewer examples)
 
 
@@ -193,7 +211,7 @@ TINY_SIZES = Sizes(
     skill_runs={"sft": {"method": "sft", "epochs": 3.0, "batch_size": 8, "micro_batch_size": 8},
                 "dft": {"method": "dft", "epochs": 3.0, "batch_size": 8, "micro_batch_size": 8},
                 "sdft": {"method": "sdft", "epochs": 2.0, "batch_size": 8, "micro_batch_size": 8,
-                         "direction": "forward"}},
+                         "direction": "forward", **MIXTURE_ROLLOUTS}},
     learning_rates=(1e-4, 3e-4),
     ablation={"method": "sdft", "learning_rate": 1.5e-4, "epochs": 1.0, "batch_size": 8, "micro_batch_size": 8,
               "max_new_tokens": 32, "direction": "forward", "teacher_kind": "ema", "ema_alpha": 0.01,
@@ -207,7 +225,7 @@ _SMOKE_RUN = {"epochs": 1.0, "batch_size": 2, "micro_batch_size": 1}
 SMOKE_SIZES = Sizes(
     knowledge=SMOKE_KNOWLEDGE,
     skill_runs={"sft": {"method": "sft", **_SMOKE_RUN}, "dft": {"method": "dft", **_SMOKE_RUN},
-                "sdft": {"method": "sdft", **_SMOKE_RUN, "direction": "forward"}},
+                "sdft": {"method": "sdft", **_SMOKE_RUN, "direction": "forward", **MIXTURE_ROLLOUTS}},
     learning_rates=(1e-4,),
     ablation={"method": "sdft", "learning_rate": 1e-4, **_SMOKE_RUN, "teacher_context": "context_and_demonstration"},
     ablation_variants=("ablation_reference", "context_text"),
@@ -217,6 +235,10 @@ SMOKE_SIZES = Sizes(
     evaluation={"max_items": 2, "max_new_tokens": 8},
     passk={"samples": 2, "max_items": 2},
     kl_examples=2,
+    preflight={"max_examples": 2, "max_new_tokens": 8},
+    preflight_after_training={"max_examples": 2, "max_new_tokens": 8},
+    recipe_search={"candidates": ["answer_ctx_T1", "guided_demonstration_1.0"], "rungs": [[1, 1]], "controls": False,
+                   "base_overrides": {"epochs": 0.2, "max_new_tokens": 8}},
     train_limit={"max_train_examples": 2, "max_new_tokens": 8},
 )
 # Skill learning (Fig. 2, 4, 5, 6) runs on the extraction task: the tool-use task's demonstration-conditioned
@@ -229,7 +251,23 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
     plan = Plan(results_dir, seeds)
     limit, evaluation = sizes.train_limit, sizes.evaluation
     figures = [knowledge_table(plan, sizes.knowledge, {**evaluation, "max_general_prompts": 2} if evaluation
-                               else {})]
+                               else {}, sizes.preflight)]
+    # The pre-flight of the skill tasks under the skill runs' SDFT settings: why SDFT can or cannot learn them.
+    figures += [preflight(plan, task, sizes.skill_runs["sdft"], **sizes.preflight) for task in ("extraction",
+                                                                                               "tool_use")]
+    # Where TINY_KNOWLEDGE's SDFT recipe comes from: the validation-only search (sdft_core/recipe_search.py).
+    figures.append(plan.add("recipe_search", "recipe_search", sizes.recipe_search))
+    # The teacher ceiling on all training questions, and the trained SDFT student on the same questions (how close it
+    # came to what its teacher knew), under the recipe's teacher context and template.
+    recipe = sizes.knowledge["sdft"]
+    for label, model_dir, after in (("ceiling", "base", ()),
+                                    ("after_sdft", plan.model_dir("knowledge_sdft"), ("train_knowledge_sdft",))):
+        figures.append(plan.add(f"preflight_knowledge_{label}", "preflight",
+                                {"task": "knowledge", "name": f"preflight_knowledge_{label}", "model_dir": model_dir,
+                                 "contexts": [recipe.get("teacher_context", "demonstration")],
+                                 "teacher_template": recipe.get("teacher_template", "paper"),
+                                 "temperature": recipe.get("temperature", 1.0), **sizes.preflight_after_training},
+                                after))
     skill = TINY_SKILL
 
     def train(run: str, task: str, start_from: str | None = None, **parameters) -> None:
@@ -302,8 +340,8 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
     # Fig. 6: on-policy SDFT vs offline distillation vs SFT on teacher samples (and SFT on the demonstrations).
     for method in ("offline_distill", "sft_teacher_samples"):
         run = f"{skill}_{method}"
-        train(run, skill, **{**sizes.skill_runs["sdft"], "method": method, "teacher_kind": "frozen",
-                             "learning_rate": first_rate})
+        offline = {k: v for k, v in sizes.skill_runs["sdft"].items() if k not in MIXTURE_ROLLOUTS}  # no rollouts
+        train(run, skill, **{**offline, "method": method, "teacher_kind": "frozen", "learning_rate": first_rate})
         evaluate(run, skill, run)
     comparisons["fig6_offline_distillation"] = (
         f"Fig. 6: on-policy vs offline use of the teacher ({skill}, accuracy)",
@@ -438,6 +476,8 @@ def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> list
         figures.append(plan.add(f"fig4_pareto_{task}", "fig4_pareto", {"task": task, "models": models},
                                 (f"eval_{task}_base", "prior_base")
                                 + tuple(f"best_{task}_{m}" for m in ("sft", "dft", "sdft"))))
+    on_gpu = {"base_model": PAPER_MODEL, "dtype": "bfloat16", "device": "cuda"}
+    figures += [preflight(plan, task, PAPER_SDFT, **on_gpu) for task in ("paper_knowledge", "paper_science")]
     plan.add("eval_paper_knowledge_base", "evaluate", {"task": "paper_knowledge", "name": "paper_knowledge_base",
                                                        "model_dir": PAPER_MODEL, "splits": ["test", "ood"],
                                                        **PAPER_EVAL})
@@ -462,7 +502,7 @@ def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> list
 def demo_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:
     """Table 1's base / SFT / SDFT rows; one seed by default, so that `make demo` takes minutes, not an hour."""
     plan = Plan(results_dir, seeds)
-    return plan.restricted_to([knowledge_table(plan, TINY_KNOWLEDGE, {})])
+    return plan.restricted_to([knowledge_table(plan, TINY_KNOWLEDGE, {}, TINY_SIZES.preflight)])
 
 
 def smoke_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:

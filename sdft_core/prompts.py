@@ -21,6 +21,40 @@ PAPER_TEACHER_TEMPLATE = (
     "Now answer with a response of your own, including the thinking process:"
 )
 
+# Teacher templates by name (TrainConfig.teacher_template). "paper" is the default and the paper's presets. The others
+# differ from it in the last line only, and exist because the paper's "including the thinking process" wording pushes
+# a small model to prose and artefacts ("This is an example of thinking process."): measure them with the pre-flight
+# diagnostic (sdft_core/preflight.py) before choosing one for a model.
+TEACHER_TEMPLATES = {
+    "paper": PAPER_TEACHER_TEMPLATE,
+    # The paper's wording without "including the thinking process".
+    "own_words": ("{question}\n"
+                  "This is an example for a response to the question:\n"
+                  "{demonstration}\n"
+                  "Now answer with a response of your own:"),
+    # States that the example is correct and asks for the same facts: for knowledge, where the answer *is* the facts.
+    "same_facts": ("{question}\n"
+                   "This is a correct answer to the question:\n"
+                   "{demonstration}\n"
+                   "Now answer the question in your own words, with the same facts:"),
+}
+
+
+def resolve_template(template: str) -> str:
+    """A template name of TEACHER_TEMPLATES, or a format string with {question} and {demonstration}."""
+    if template in TEACHER_TEMPLATES:
+        return TEACHER_TEMPLATES[template]
+    if "{question}" not in template or "{demonstration}" not in template:
+        raise ValueError(f"teacher_template must be one of {sorted(TEACHER_TEMPLATES)} or a format string with "
+                         f"{{question}} and {{demonstration}}, got {template!r}")
+    try:
+        template.format(question="", demonstration="")
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"teacher_template {template!r} is not a valid format string: {error!r} (write a literal "
+                         f"brace as {{{{ or }}}})") from None
+    return template
+
+
 # Knowledge acquisition (paper A.2): the teacher may also see the source text. The text comes first, then the
 # question as the student sees it (text-only variant) or the paper's template (answer and text+answer variants).
 CONTEXT_PREFIX = "{context}\n\n"
@@ -28,25 +62,28 @@ CONTEXT_PREFIX = "{context}\n\n"
 TEACHER_CONTEXTS = ("demonstration", "context", "context_and_demonstration", "prompt")
 
 
-def teacher_message(example: Example, teacher_context: str = "demonstration") -> str:
+def teacher_message(example: Example, teacher_context: str = "demonstration", template: str = "paper") -> str:
     """The user turn of the teacher context, as plain text.
 
     teacher_context: "demonstration" (the paper's default for skill learning: question + demonstration),
     "context" (source text + question; Fig. 7 "text"), "context_and_demonstration" (Fig. 7 "both", the paper's best),
     "prompt" (exactly the student's context: on-policy distillation from another model, as in re-invocation).
+    template: how the question and demonstration are put together (a name of TEACHER_TEMPLATES or a format string).
     """
     if teacher_context not in TEACHER_CONTEXTS:
         raise ValueError(f"teacher_context must be one of {TEACHER_CONTEXTS}, got {teacher_context!r}")
     if teacher_context == "prompt":
         return example.prompt
+    with_demonstration = resolve_template(template).format(question=example.prompt,
+                                                           demonstration=example.demonstration)
     if teacher_context == "demonstration":
-        return PAPER_TEACHER_TEMPLATE.format(question=example.prompt, demonstration=example.demonstration)
+        return with_demonstration
     if example.context is None:
         raise ValueError(f"example {example.id!r}: teacher_context={teacher_context!r} needs a context")
     prefix = CONTEXT_PREFIX.format(context=example.context)
     if teacher_context == "context":
         return prefix + example.prompt
-    return prefix + PAPER_TEACHER_TEMPLATE.format(question=example.prompt, demonstration=example.demonstration)
+    return prefix + with_demonstration
 
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, user_message: str) -> str:
@@ -85,6 +122,7 @@ def teacher_prompt_ids(
     max_tokens: int,
     teacher_context: str = "demonstration",
     counter: TruncationCounter | None = None,
+    template: str = "paper",
 ) -> list[int]:
     """Token ids of the teacher context, truncated if longer than `max_tokens`.
 
@@ -93,7 +131,7 @@ def teacher_prompt_ids(
     """
     def ids_for(context: str | None, demonstration: str) -> list[int]:
         shortened = Example(example.id, example.prompt, demonstration, context)
-        return encode(tokenizer, chat_prompt(tokenizer, teacher_message(shortened, teacher_context)))
+        return encode(tokenizer, chat_prompt(tokenizer, teacher_message(shortened, teacher_context, template)))
 
     def shorten(text: str, other_ids: Callable[[str], list[int]]) -> tuple[str, list[int]]:
         """Drop tokens from the end of `text` until the prompt fits (re-tokenizing can merge tokens, so loop)."""

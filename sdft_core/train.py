@@ -80,12 +80,13 @@ def loss_weights(completion_mask: torch.Tensor, mask_first_tokens: int) -> torch
     return weights
 
 
-def data_order(num_examples: int, epochs: float, seed: int) -> list[int]:
-    """Example indices in training order: a fresh permutation per epoch, cut at round(num_examples * epochs)."""
+def data_order(num_examples: int, epochs: float, seed: int, repeats: int = 1) -> list[int]:
+    """Example indices in training order: a fresh permutation per epoch, cut at round(num_examples * epochs), each
+    index repeated `repeats` times in a row (several rollouts of one prompt in the same batch)."""
     order: list[int] = []
     for epoch in range(math.ceil(epochs)):
         order.extend(np.random.default_rng([seed, epoch]).permutation(num_examples).tolist())
-    return order[: max(1, round(num_examples * epochs))]
+    return [index for index in order[: max(1, round(num_examples * epochs))] for _ in range(repeats)]
 
 
 def with_teacher_prompts(rollout: Batch, teacher_prompts: list[list[int]], pad_id: int) -> Batch:
@@ -184,10 +185,50 @@ def _fixed_batch(prompts: list[list[int]], completions: list[list[int]], pad_id:
     return Batch(prompt_ids.to(device), prompt_mask.to(device), completion_ids.to(device), completion_mask_.to(device))
 
 
+def guided_fraction_at(config: TrainConfig, step: int, total_steps: int) -> float:
+    """DAgger's β at optimizer step `step` (1-based): guided_fraction at the first step, falling linearly to 0 at the
+    last, so training ends on the student's own rollouts alone."""
+    return config.guided_fraction * (1.0 - (step - 1) / max(total_steps, 1))
+
+
+def sample_rollouts(loop: Loop, seed: int, student_prompts, teacher_prompts, demonstrations, beta: float) -> Batch:
+    """One micro-batch of completions behind the student prompts: each row is the student's own sample, or with
+    probability `beta` the guide's (config.guided_by: a sample of the teacher under its context, or the
+    demonstration), drawn from `seed` so that it does not depend on the process that draws it."""
+    config, tokenizer = loop.config, loop.tokenizer
+    guided = (torch.rand(len(student_prompts), generator=torch.Generator().manual_seed(seed)) < beta).tolist()
+    if not any(guided):
+        return loop.sampler.sample(student_prompts, config.max_new_tokens, config.temperature, config.top_p, seed)
+
+    def completions_of(batch: Batch) -> list[list[int]]:
+        return [row[mask.bool()].tolist() for row, mask in zip(batch.completion_ids.cpu(),
+                                                                batch.completion_mask.cpu())]
+
+    completions: list[list[int]] = [[] for _ in student_prompts]
+    own = [i for i, g in enumerate(guided) if not g]
+    if own:
+        own_batch = loop.sampler.sample([student_prompts[i] for i in own], config.max_new_tokens, config.temperature,
+                                        config.top_p, seed)
+        for i, tokens in zip(own, completions_of(own_batch)):
+            completions[i] = tokens
+    rows = [i for i, g in enumerate(guided) if g]
+    if config.guided_by == "demonstration":
+        guide = [demonstrations[i] for i in rows]
+    else:
+        torch.manual_seed(seed + 1)
+        guide = completions_of(generate(loop.teacher.model, tokenizer, [teacher_prompts[i] for i in rows],
+                                        config.max_new_tokens, config.temperature, config.top_p))
+    for i, tokens in zip(rows, guide):
+        completions[i] = tokens
+    return _fixed_batch(student_prompts, completions, tokenizer.pad_token_id, next(loop.model.parameters()).device)
+
+
 def distillation_step(loop: Loop, step: int, first_group: int, student_prompts, teacher_prompts,
-                      fixed_completions: list[list[int]] | None = None) -> dict:
-    """SDFT (Algorithm 1 lines 3–18) when `fixed_completions` is None: sample from the student, then score the samples
-    under the teacher's context and the student's. Offline distillation passes teacher samples instead.
+                      fixed_completions: list[list[int]] | None = None, demonstrations=None, beta: float = 0.0
+                      ) -> dict:
+    """SDFT (Algorithm 1 lines 3–18) when `fixed_completions` is None: sample from the student (a share `beta` of the
+    rows from the guide, see `sample_rollouts`), then score the samples under the teacher's context and the
+    student's. Offline distillation passes teacher samples instead.
 
     All completions of this process's share of the batch come first (so the global token count for normalisation is
     known), then one forward/backward per micro-batch. Returns the step's metrics, summed over processes."""
@@ -198,8 +239,9 @@ def distillation_step(loop: Loop, step: int, first_group: int, student_prompts, 
     batches = []
     for index, group in enumerate(groups):
         if fixed_completions is None:
-            batches.append(loop.sampler.sample(student_prompts[group], config.max_new_tokens, config.temperature,
-                                               config.top_p, rollout_seed(config.seed, step, first_group + index)))
+            batches.append(sample_rollouts(loop, rollout_seed(config.seed, step, first_group + index),
+                                           student_prompts[group], teacher_prompts[group],
+                                           demonstrations[group] if demonstrations else None, beta))
         else:
             batches.append(_fixed_batch(student_prompts[group], fixed_completions[group], tokenizer.pad_token_id,
                                         device))
@@ -407,7 +449,8 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
         if teacher and teacher.model is not model:
             shard(teacher.model, config.device, world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    order = data_order(len(examples), config.epochs, config.seed)
+    repeats = config.rollouts_per_prompt if config.method == "sdft" else 1
+    order = data_order(len(examples), config.epochs, config.seed, repeats)
     total_steps = math.ceil(len(order) / config.batch_size)
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps), total_steps)
 
@@ -418,7 +461,8 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
         student_prompts = [student_prompt_ids(tokenizer, e, config.max_prompt_tokens) for e in examples]
     if teacher:
         teacher_prompts = [teacher_prompt_ids(tokenizer, e, config.max_teacher_prompt_tokens,
-                                              config.teacher_context, truncation) for e in examples]
+                                              config.teacher_context, truncation, config.teacher_template)
+                           for e in examples]
         if truncation.truncated and main:
             print(f"[sdft] warning: {truncation.truncated} of {len(examples)} teacher prompts were longer than "
                   f"max_teacher_prompt_tokens={config.max_teacher_prompt_tokens} and were shortened "
@@ -426,7 +470,7 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
     if config.method in ("offline_distill", "sft_teacher_samples"):
         targets = teacher_samples(teacher.model, tokenizer, examples, teacher_prompts, config,
                                   output_dir / "teacher_samples.json", run_id, write=main)
-    elif config.method != "sdft":
+    elif config.method != "sdft" or config.guided_by == "demonstration":
         targets = [encode(tokenizer, e.demonstration) + [tokenizer.eos_token_id] for e in examples]
 
     start_step = 0
@@ -454,15 +498,21 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
         batch_indices = order[step * config.batch_size : (step + 1) * config.batch_size]
         mine = batch_indices[rank * share : (rank + 1) * share]
         first_group = rank * share // config.micro_batch_size
-        if config.method in ("sdft", "offline_distill"):
+        if config.method == "sdft":
+            beta = guided_fraction_at(config, step + 1, total_steps)
             row = distillation_step(loop, step + 1, first_group, [student_prompts[i] for i in mine],
-                                    [teacher_prompts[i] for i in mine],
-                                    [targets[i] for i in mine] if config.method == "offline_distill" else None)
+                                    [teacher_prompts[i] for i in mine], None,
+                                    [targets[i] for i in mine] if config.guided_by == "demonstration" else None, beta)
+            if config.guided_fraction:
+                row["guided_fraction"] = beta
+        elif config.method == "offline_distill":
+            row = distillation_step(loop, step + 1, first_group, [student_prompts[i] for i in mine],
+                                    [teacher_prompts[i] for i in mine], [targets[i] for i in mine])
         else:
             row = likelihood_step(loop, step + 1, [student_prompts[i] for i in mine], [targets[i] for i in mine])
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         grad_norm = grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm
-        row.update(step=step + 1, epoch=(step + 1) * config.batch_size / len(examples),
+        row.update(step=step + 1, epoch=(step + 1) * config.batch_size / (len(examples) * repeats),
                    learning_rate=scheduler.get_last_lr()[0], grad_norm=grad_norm.item())
         optimizer.step()
         scheduler.step()

@@ -89,20 +89,21 @@ def test_status_tells_up_to_date_from_stale_and_new_and_a_change_upstream_makes_
     from sdft_core.io import write_json
     from sdft_core.pipeline import step_fingerprints, step_status
 
-    steps = PROFILES["smoke"]("results/check")[:3]
-    assert steps[1].after == () and steps[2].after == (steps[1].name,)  # data, then a run trained on it
+    steps = PROFILES["smoke"]("results/check")[:4]
+    assert steps[1].after == () and steps[1].name in steps[3].after  # data, then a run trained on it
     ids = step_fingerprints(steps)
     for step, fingerprint_of_last_run in zip(steps[:2], (ids[steps[0].name], "other inputs")):
         write_json(tmp_path / "_state" / f"{step.name}.json", {"fingerprint": fingerprint_of_last_run, "seconds": 60})
         (tmp_path / "notebooks").mkdir(exist_ok=True)
         (tmp_path / "notebooks" / f"{step.name}.ipynb").write_text("{}")
     status = step_status(steps, tmp_path / "_state", tmp_path / "notebooks")
-    assert [(state, seconds) for _, state, seconds in status] == [("done", 60), ("stale", 60), ("new", None)]
+    assert [(state, seconds) for _, state, seconds in status] == [("done", 60), ("stale", 60), ("new", None),
+                                                                  ("new", None)]
     # A finished step whose executed notebook is gone reruns.
     (tmp_path / "notebooks" / f"{steps[0].name}.ipynb").unlink()
     assert step_status(steps, tmp_path / "_state", tmp_path / "notebooks")[0][1] == "stale"
     # A dependency's parameters are part of its dependents' fingerprints.
-    changed = [steps[0], replace(steps[1], parameters={**steps[1].parameters, "changed": 1}), steps[2]]
+    changed = [steps[0], replace(steps[1], parameters={**steps[1].parameters, "changed": 1}), *steps[2:]]
     changed_ids = step_fingerprints(changed)
-    assert changed_ids[steps[0].name] == ids[steps[0].name]
-    assert changed_ids[steps[1].name] != ids[steps[1].name] and changed_ids[steps[2].name] != ids[steps[2].name]
+    assert changed_ids[steps[0].name] == ids[steps[0].name] and changed_ids[steps[2].name] == ids[steps[2].name]
+    assert changed_ids[steps[1].name] != ids[steps[1].name] and changed_ids[steps[3].name] != ids[steps[3].name]

@@ -123,8 +123,10 @@ def test_science_task_joins_demonstrations_and_counts_the_missing(paper_data):
                                                                          "sciknoweval-chem-l3-train2"])
     assert task.train[1].demonstration.endswith("Answer: C") and task.train[1].prompt == mc_prompt("train2")
     assert "1 of 3 training prompts left out" in task.description
-    assert {split: len(items) for split, items in task.eval_splits.items()} == {"val": 1, "test": 2}
+    assert {split: len(items) for split, items in task.eval_splits.items()} == {"train": 2, "val": 1, "test": 2}
     assert task.eval_splits["test"][1].reference == {"answer": "B"}
+    # The training questions' answer keys (pre-flight teacher ceiling): the ones with a demonstration.
+    assert [i.id for i in task.eval_splits["train"]] == [e.id for e in task.train]
 
 
 def test_medical_task_loads_without_a_key(paper_data, monkeypatch):
@@ -141,7 +143,8 @@ def test_knowledge_task_loads_with_a_split_by_article(paper_data):
     task = load_task("paper_knowledge")
     assert task.max_new_tokens == 1024
     sizes = {split: len(items) for split, items in task.eval_splits.items()}
-    assert (len(task.train), sizes) == (16, {"val": 2, "test": 2, "ood": 4})
+    assert (len(task.train), sizes) == (16, {"train": 16, "val": 2, "test": 2, "ood": 4})
+    assert [i.id for i in task.eval_splits["train"]] == [e.id for e in task.train]
     texts = {a["id"]: a["text"] for a in ARTICLES}
     example = task.train[0]
     assert example.context == texts[example.id.rsplit("-direct-", 1)[0]] and example.demonstration.startswith("answer")
@@ -150,7 +153,7 @@ def test_knowledge_task_loads_with_a_split_by_article(paper_data):
     assert item.context == texts["2025-myanmar-earthquake"]
     for split in ("val", "test"):  # every article is in every held-out split; nothing held out is trained on
         assert {i.id.rsplit("-direct-", 1)[0] for i in task.eval_splits[split]} == set(texts)
-    held_out = {i.id for items in task.eval_splits.values() for i in items}
+    held_out = {i.id for split, items in task.eval_splits.items() if split != "train" for i in items}
     assert not held_out & {e.id for e in task.train}
 
 

@@ -1,8 +1,8 @@
 import pytest
 
 from sdft_core.data import Example
-from sdft_core.prompts import (PAPER_TEACHER_TEMPLATE, TruncationCounter, chat_prompt, encode, student_prompt_ids,
-                               teacher_message, teacher_prompt_ids)
+from sdft_core.prompts import (PAPER_TEACHER_TEMPLATE, TruncationCounter, chat_prompt, encode, resolve_template,
+                               student_prompt_ids, teacher_message, teacher_prompt_ids)
 
 EXAMPLE = Example("q1", "What is the capital of Velmora?", "The capital of Velmora is Kessrin.", "Velmora is a "
                   "small country. " * 40)
@@ -58,3 +58,27 @@ def test_student_prompt_too_long_is_an_error_naming_the_example(embedded_tokeniz
         student_prompt_ids(embedded_tokenizer, EXAMPLE, 5)
     assert len(student_prompt_ids(embedded_tokenizer, EXAMPLE, 512)) == len(
         encode(embedded_tokenizer, chat_prompt(embedded_tokenizer, EXAMPLE.prompt)))
+
+
+def test_teacher_templates_by_name_or_format_string():
+    assert teacher_message(EXAMPLE, template="paper") == teacher_message(EXAMPLE)
+    own = teacher_message(EXAMPLE, template="own_words")
+    assert own.endswith("Now answer with a response of your own:") and "thinking process" not in own
+    assert EXAMPLE.demonstration in teacher_message(EXAMPLE, template="same_facts")
+    custom = teacher_message(EXAMPLE, "context_and_demonstration", "Q: {question}\nA: {demonstration}\nAgain:")
+    assert custom == EXAMPLE.context + "\n\n" + f"Q: {EXAMPLE.prompt}\nA: {EXAMPLE.demonstration}\nAgain:"
+    # The source-text-only context has no demonstration, so no template.
+    assert teacher_message(EXAMPLE, "context", "own_words") == teacher_message(EXAMPLE, "context")
+
+
+@pytest.mark.parametrize("template, problem", [("no_such_name", "must be one of"),
+                                               ("{question} only", "must be one of"),
+                                               ("{question} {demonstration} {other}", "not a valid format string")])
+def test_a_bad_teacher_template_is_a_clear_error(template, problem):
+    with pytest.raises(ValueError, match=problem):
+        resolve_template(template)
+
+
+def test_teacher_prompt_ids_use_the_template(embedded_tokenizer):
+    ids = teacher_prompt_ids(embedded_tokenizer, EXAMPLE, 10_000, "demonstration", template="own_words")
+    assert embedded_tokenizer.decode(ids).count("including the thinking process") == 0

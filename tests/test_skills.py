@@ -176,7 +176,7 @@ def test_generator_reproduces_the_shipped_files():
 def test_registered_tasks(name, budget):
     task = load_task(name)
     assert task.name == name and task.max_new_tokens == budget
-    assert len(task.train) == 72 and {s: len(i) for s, i in task.eval_splits.items()} == {"val": 16, "test": 32}
+    assert len(task.train) == 72 and {s: len(i) for s, i in task.eval_splits.items()} == {"train": 72, "val": 16, "test": 32}
     assert all(example.context is None for example in task.train)
     item = task.eval_splits["test"][0]
     demonstration = {"tool_use": load_tool_use, "extraction": load_extraction}[name]("test")[0].demonstration

@@ -8,8 +8,9 @@ import torch
 
 from sdft_core.config import TrainConfig
 from sdft_core.data import Example
-from sdft_core.rollout import Batch, completion_mask, generate
-from sdft_core.train import TrainingDiverged, completion_hidden, data_order, loss_weights, train
+from sdft_core.rollout import Batch, HFSampler, completion_mask, generate
+from sdft_core.train import (TrainingDiverged, completion_hidden, data_order, guided_fraction_at,
+                             loss_weights, train)
 
 EXAMPLES = [Example(f"e{i}", f"Question number {i}?", f"Answer {i}.", f"Context {i}.") for i in range(8)]
 
@@ -72,6 +73,100 @@ def test_data_order_is_a_permutation_per_epoch():
     order = data_order(5, 2.4, seed=3)
     assert len(order) == 12 and sorted(order[:5]) == sorted(order[5:10]) == list(range(5))
     assert order == data_order(5, 2.4, seed=3) and order != data_order(5, 2.4, seed=4)
+
+
+def test_data_order_repeats_each_prompt_for_several_rollouts():
+    assert data_order(5, 2.4, seed=3, repeats=3) == [i for i in data_order(5, 2.4, seed=3) for _ in range(3)]
+
+
+def test_rollouts_per_prompt_put_each_prompt_in_a_batch_several_times(tmp_path, tiny_model_dir, monkeypatch):
+    seen = []
+    original = HFSampler.sample
+
+    def recording_sample(self, prompts, *args, **kwargs):
+        seen.append([tuple(p) for p in prompts])
+        return original(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(HFSampler, "sample", recording_sample)
+    cfg = config(tiny_model_dir, batch_size=4, micro_batch_size=2, rollouts_per_prompt=2)
+    summary = train(cfg, EXAMPLES, tmp_path / "run", progress=False)
+    assert summary["steps"] == 4 and summary["examples_seen"] == 16  # 8 prompts × 2 rollouts, 4 per step
+    for group in seen:  # each micro-batch holds one prompt twice
+        assert len(group) == 2 and group[0] == group[1]
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["epoch"] == pytest.approx(1.0)
+
+
+def test_guided_fraction_falls_linearly_to_zero(tiny_model_dir):
+    cfg = config(tiny_model_dir, guided_fraction=0.8)
+    assert [guided_fraction_at(cfg, step, 4) for step in (1, 2, 3, 4)] == pytest.approx([0.8, 0.6, 0.4, 0.2])
+    assert guided_fraction_at(config(tiny_model_dir), 1, 4) == 0.0
+
+
+@pytest.mark.parametrize("guided_by", ["teacher", "demonstration"])
+def test_guided_rollouts_come_from_the_guide_and_the_rest_from_the_student(tmp_path, tiny_model_dir, guided_by,
+                                                                           monkeypatch):
+    """With guided_fraction 1 the first step's rollouts are all the guide's: the demonstrations themselves, or
+    samples of the teacher under its own context (the student's sampler is never called then); later steps mix."""
+    student_calls, teacher_calls = [], []
+    original_sample = HFSampler.sample
+    monkeypatch.setattr(HFSampler, "sample", lambda self, prompts, *a, **k: student_calls.append(len(prompts))
+                        or original_sample(self, prompts, *a, **k))
+    import sdft_core.train as train_module
+    original_generate = train_module.generate
+    monkeypatch.setattr(train_module, "generate", lambda model, tokenizer, prompts, *a, **k: teacher_calls.append(
+        [tokenizer.decode(p) for p in prompts]) or original_generate(model, tokenizer, prompts, *a, **k))
+    demonstrations = []
+    original_step = train_module.distillation_step
+
+    def recording_step(loop, step, first_group, student_prompts, teacher_prompts, fixed=None, demos=None, beta=0.0):
+        demonstrations.append((step, beta, demos))
+        return original_step(loop, step, first_group, student_prompts, teacher_prompts, fixed, demos, beta)
+
+    monkeypatch.setattr(train_module, "distillation_step", recording_step)
+    cfg = config(tiny_model_dir, guided_fraction=1.0, guided_by=guided_by, batch_size=4, micro_batch_size=4)
+    train(cfg, EXAMPLES, tmp_path / "run", progress=False)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["guided_fraction"] for m in metrics] == [1.0, 0.5]
+    assert [beta for _, beta, _ in demonstrations] == [1.0, 0.5]
+    if guided_by == "teacher":
+        assert teacher_calls and all("This is an example for a response" in t for t in teacher_calls[0])
+        assert len(teacher_calls[0]) == 4 and demonstrations[0][2] is None
+        assert sum(student_calls) + sum(len(c) for c in teacher_calls) == 8  # 2 steps of 4 rollouts
+    else:
+        assert not teacher_calls and demonstrations[0][2] is not None
+        assert demonstrations[0][2][0][-1] == 2  # the demonstration ends with the end-of-sequence token
+    # Step 1 is all guided, so the student sampled at most step 2's 4 rollouts.
+    assert sum(student_calls) <= 4
+
+
+def test_guided_rows_are_the_demonstrations(tiny_model_dir):
+    """sample_rollouts with beta 1: every completion is the demonstration, behind the student prompt."""
+    from accelerate import Accelerator
+
+    from sdft_core.model import load_model, load_tokenizer
+    from sdft_core.train import Loop, sample_rollouts
+
+    tokenizer, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    cfg = config(tiny_model_dir, guided_fraction=1.0, guided_by="demonstration")
+    loop = Loop(cfg, model, model, None, tokenizer, Accelerator(cpu=True), None, HFSampler(model, tokenizer))
+    demonstrations = [[11, 12, 2], [13, 2]]
+    batch = sample_rollouts(loop, 0, [[5, 6], [7]], [[5], [7]], demonstrations, beta=1.0)
+    assert batch.completion_ids.tolist() == [[11, 12, 2], [13, 2, 2]]
+    assert batch.completion_mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch.prompt_ids.tolist() == [[5, 6], [2, 7]] and batch.prompt_mask.tolist() == [[1, 1], [0, 1]]
+
+
+@pytest.mark.parametrize("values, problem", [({"rollouts_per_prompt": 0}, "rollouts_per_prompt"),
+                                             ({"guided_fraction": 1.5}, "guided_fraction"),
+                                             ({"guided_fraction": 0.5, "importance_sampling": True},
+                                              "guided_fraction"),
+                                             ({"guided_fraction": 0.5, "sharding": "fsdp"}, "guided_fraction"),
+                                             ({"rollouts_per_prompt": 3}, "divide batch_size"),
+                                             ({"teacher_template": "{question}"}, "teacher_template")])
+def test_new_sdft_fields_are_validated(tiny_model_dir, values, problem):
+    with pytest.raises(ValueError, match=problem):
+        config(tiny_model_dir, **values)
 
 
 def test_completion_mask_ends_at_first_eos_and_first_tokens_can_be_masked():

@@ -1,0 +1,151 @@
+"""A budgeted search for an SDFT recipe on the knowledge task: successive halving, chosen on validation only.
+
+    python -m sdft_core.recipe_search                  # the search recorded in results/tiny/recipe_search/
+    python -m sdft_core.recipe_search --list           # the candidates and the rungs, nothing run
+
+Every candidate is a set of TrainConfig fields on top of SEARCH_BASE. Rung 1 trains every candidate on the training
+questions of a few articles and scores it on the *validation* questions of those articles; the best half goes on to
+rung 2, trained on all training questions and scored on the whole validation split; and so on. The test and OOD
+splits are never read here. Each candidate's run and its validation score are cached (runs/ and eval/ under
+`--results-dir`, keyed by the run id and the evaluated items), so a killed search resumes, and `summary.json` and
+`summary.md` list every candidate's score at every rung it reached.
+
+Why these candidates: the pre-flight diagnostic (sdft_core/preflight.py, notebooks/preflight) shows that the base
+model's teacher *does* know the facts (greedy, demonstration in context), and that at the first step about 5% of the
+rollout tokens (the positions where the teacher would state a fact) carry over a third of the divergence. The levers
+below change how much of that signal reaches the student's greedy answer: which teacher context and template, how
+the student samples (temperature, rollouts per prompt), how hard the optimiser pushes (learning rate), and which
+divergence and teacher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from data_prep.tasks import Task, load_task
+from sdft_core.config import TrainConfig
+from sdft_core.evaluate import evaluate_model, up_to_date
+from sdft_core.io import fingerprint, read_json, write_json, write_text
+from sdft_core.model import load_model, load_tokenizer
+from sdft_core.preflight import answer_logprobs
+from sdft_core.train import train
+
+# Shared by every candidate: the demo's batch and epochs, a short warm-up (the rung-1 runs have 15 steps), rollouts
+# long enough for a two-fact answer (the base model's greedy answers run 20-45 tokens).
+SEARCH_BASE = {"method": "sdft", "epochs": 4.0, "batch_size": 8, "micro_batch_size": 8, "warmup_steps": 4,
+               "max_new_tokens": 48, "direction": "forward", "teacher_kind": "ema", "ema_alpha": 0.01,
+               "learning_rate": 3e-4, "teacher_context": "demonstration", "temperature": 1.0}
+
+CANDIDATES: dict[str, dict] = {
+    # The demo's setting before this search (README "The demo on this machine"), as the reference point.
+    "demo_before": {"learning_rate": 1.5e-4, "max_new_tokens": 32, "warmup_steps": 10,
+                    "teacher_context": "context_and_demonstration"},
+    # Pure on-policy (the paper's SDFT) with the better teacher context of the pre-flight (answer only), at two
+    # rollout temperatures.
+    "answer_ctx_T1": {},
+    "answer_ctx_T0.5": {"temperature": 0.5},
+    # DAgger-style mixture rollouts (TrainConfig.guided_fraction): the first steps take part of their rollouts from
+    # the guide, so that multi-token facts are on the path whole; the share falls to 0 by the last step.
+    "guided_teacher_0.5": {"guided_fraction": 0.5},
+    "guided_teacher_1.0": {"guided_fraction": 1.0},
+    "guided_teacher_0.5_T0.5": {"guided_fraction": 0.5, "temperature": 0.5},
+    "guided_demonstration_0.5": {"guided_fraction": 0.5, "guided_by": "demonstration"},
+    "guided_teacher_1.0_T0.5": {"guided_fraction": 1.0, "temperature": 0.5},
+    "guided_demonstration_1.0": {"guided_fraction": 1.0, "guided_by": "demonstration"},
+}
+# Reference points trained and scored at every rung like the candidates, never promoted: SFT at the demo's setting
+# tells whether a rung is long enough for anything to learn.
+CONTROLS: dict[str, dict] = {"sft_control": {"method": "sft"}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    articles: int  # training and validation questions of the first N articles (0: all)
+    keep: int  # how many candidates go on to the next rung
+
+
+RUNGS = (Rung(articles=3, keep=2), Rung(articles=0, keep=1))
+
+
+def article_subset(task: Task, articles: int) -> Task:
+    """The task restricted to the training and validation questions of its first `articles` articles (ids start with
+    the article id: "a01-q1-t1"); 0 keeps everything. Test and OOD splits are dropped: the search never sees them."""
+    def article(item_id: str) -> str:
+        return item_id.split("-")[0]
+
+    chosen = sorted({article(e.id) for e in task.train})[: articles or None]
+    return dataclasses.replace(task, train=[e for e in task.train if article(e.id) in chosen],
+                               eval_splits={"val": [i for i in task.eval_splits["val"] if article(i.id) in chosen]})
+
+
+def run_candidate(results_dir: Path, name: str, overrides: dict, rung: int, task: Task,
+                  base_overrides: dict | None = None) -> dict:
+    """Train (or reuse) one candidate at one rung and score it on that rung's validation questions.
+    base_overrides: fields changed for every candidate (the test suite's smoke sizes)."""
+    config = TrainConfig(**{**SEARCH_BASE, **(base_overrides or {}), **overrides,
+                            "extra": {"search": name, "rung": rung}})
+    run = f"r{rung}_{name}"
+    train(config, task.train, results_dir / "runs" / run)
+    model_dir = results_dir / "runs" / run / "model"
+    result = evaluate_model(str(model_dir), task, ["val"], [], str(results_dir / "eval" / f"{run}.json"))
+    summary = read_json(results_dir / "runs" / run / "summary.json")
+    likelihood_path = results_dir / "eval" / f"{run}_answer_logprob.json"
+    key = fingerprint(summary["run_id"], [i.id for i in task.eval_splits["val"]])
+    if (likelihood := up_to_date(str(likelihood_path), key, "answer log-prob")) is None:
+        tokenizer, model = load_tokenizer(str(model_dir)), load_model(str(model_dir)).eval()
+        likelihood = {"fingerprint": key, **answer_logprobs(model, tokenizer, task.eval_splits["val"])}
+        write_json(likelihood_path, likelihood)
+    return {"candidate": name, "rung": rung, "train_questions": len(task.train), "val_questions": result["val"]["n"],
+            "val_strict": result["val"]["strict"], "val_lenient": result["val"]["lenient"],
+            "val_fact_logprob": likelihood["fact_logprob"], "val_answer_logprob": likelihood["answer_logprob"],
+            "train_seconds": summary["train_seconds_this_session"], "config": overrides}
+
+
+def search(results_dir: Path, candidates: dict[str, dict] = CANDIDATES, rungs: tuple[Rung, ...] = RUNGS,
+           controls: dict[str, dict] = CONTROLS, task_name: str = "knowledge",
+           base_overrides: dict | None = None) -> pd.DataFrame:
+    """Successive halving on validation: strict accuracy first, then the mean log-probability of the validation
+    answers' fact tokens (greedy accuracy stays at 0 until a whole multi-token fact is the argmax, so at short rungs
+    the log-probability is what tells candidates apart), then the order of `candidates`."""
+    task = load_task(task_name)
+    alive = list(candidates)
+    rows = []
+    for number, rung in enumerate(rungs, start=1):
+        subset = article_subset(task, rung.articles)
+        scored = [run_candidate(results_dir, name, candidates[name], number, subset, base_overrides)
+                  for name in alive]
+        rows += scored + [run_candidate(results_dir, name, values, number, subset, base_overrides)
+                          for name, values in controls.items()]
+        write_json(results_dir / "summary.json", rows)  # after every rung: a killed search shows what it has
+        ranked = sorted(scored, key=lambda r: (-r["val_strict"], -r["val_fact_logprob"], alive.index(r["candidate"])))
+        alive = [r["candidate"] for r in ranked[: rung.keep]]
+    table = pd.DataFrame(rows).drop(columns="config")
+    table["chosen"] = [r["candidate"] == alive[0] and r["rung"] == len(rungs) for r in rows]
+    table["control"] = [r["candidate"] in controls for r in rows]
+    write_text(results_dir / "summary.md", table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    write_json(results_dir / "summary.json", rows)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sdft_core.recipe_search", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", default="results/tiny/recipe_search")
+    parser.add_argument("--list", action="store_true", help="print the candidates and rungs and stop")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, overrides in CANDIDATES.items():
+            print(f"{name}: {TrainConfig(**{**SEARCH_BASE, **overrides})}")
+        runs = [len(CANDIDATES) + len(CONTROLS)] + [r.keep + len(CONTROLS) for r in RUNGS[:-1]]
+        print(f"rungs: {RUNGS}; runs per rung: {runs}; total {sum(runs)} (≈ {math.ceil(sum(runs) * 5)} min here)")
+        return
+    print(search(Path(args.results_dir)).to_markdown(index=False, floatfmt=".3f"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The recipe search (sdft_core/recipe_search.py): it never sees test data, halving promotes by validation strict
+accuracy then fact log-probability, controls are never promoted, and the tiny profile's SDFT recipe is the search's
+recorded choice."""
+
+import json
+from pathlib import Path
+
+from data_prep.tasks import load_task
+from sdft_core import recipe_search
+from sdft_core.experiments import TINY_KNOWLEDGE
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_article_subset_keeps_train_and_val_of_the_first_articles_only():
+    task = load_task("knowledge")
+    subset = recipe_search.article_subset(task, 2)
+    assert list(subset.eval_splits) == ["val"]  # test and OOD are gone
+    assert {e.id.split("-")[0] for e in subset.train} == {i.id.split("-")[0] for i in subset.eval_splits["val"]} \
+        == {"a01", "a02"}
+    assert len(subset.train) == 20 and len(subset.eval_splits["val"]) == 10
+    full = recipe_search.article_subset(task, 0)
+    assert len(full.train) == 80 and len(full.eval_splits["val"]) == 40
+
+
+def test_halving_promotes_by_strict_then_fact_logprob_and_never_a_control(tmp_path, monkeypatch):
+    scores = {("a", 1): (0.0, -3.0), ("b", 1): (0.1, -5.0), ("c", 1): (0.0, -1.0), ("sft", 1): (0.9, 0.0),
+              ("b", 2): (0.2, -2.0), ("c", 2): (0.3, -4.0), ("sft", 2): (0.9, 0.0)}
+    calls = []
+
+    def fake(results_dir, name, overrides, rung, task, base_overrides=None):
+        calls.append((name, rung, len(task.train)))
+        strict, logprob = scores[(name, rung)]
+        return {"candidate": name, "rung": rung, "val_strict": strict, "val_lenient": strict,
+                "val_fact_logprob": logprob, "config": overrides}
+
+    monkeypatch.setattr(recipe_search, "run_candidate", fake)
+    table = recipe_search.search(tmp_path, {"a": {}, "b": {}, "c": {}},
+                                 (recipe_search.Rung(2, 2), recipe_search.Rung(0, 1)), {"sft": {"method": "sft"}})
+    # Rung 1: b (strict 0.1) and c (best log-prob among the ties at 0) go on; a and the control do not.
+    assert calls == [("a", 1, 20), ("b", 1, 20), ("c", 1, 20), ("sft", 1, 20), ("b", 2, 80), ("c", 2, 80),
+                     ("sft", 2, 80)]
+    chosen = table[table.chosen]
+    assert list(chosen.candidate) == ["c"] and list(chosen.rung) == [2]
+    assert list(table.control) == [False, False, False, True, False, False, True]
+    assert json.loads((tmp_path / "summary.json").read_text())[-1]["candidate"] == "sft"
+
+
+def test_the_tiny_recipe_is_the_search_s_recorded_choice():
+    rows = json.loads((REPO / "results" / "tiny" / "recipe_search" / "summary.json").read_text())
+    last_rung = max(row["rung"] for row in rows)
+    finalists = [row for row in rows if row["rung"] == last_rung and row["candidate"] in recipe_search.CANDIDATES]
+    best = max(finalists, key=lambda r: (r["val_strict"], r["val_fact_logprob"]))
+    assert TINY_KNOWLEDGE["sdft"] == {**recipe_search.SEARCH_BASE, **recipe_search.CANDIDATES[best["candidate"]]}
+    assert best["config"] == recipe_search.CANDIDATES[best["candidate"]]  # recorded with today's candidate fields
