@@ -131,8 +131,8 @@ class Plan:
 
 # Knowledge acquisition on the embedded model. SFT memorises with lr 3e-4 over 4 epochs. SDFT's recipe is the
 # candidate chosen on validation by the recipe search (sdft_core/recipe_search.py, results/tiny/recipe_search/): the
-# search's shared settings plus the winning candidate's fields (tests/test_recipe_search.py checks they agree).
-# The recipe's rollouts (see TINY_KNOWLEDGE), used for SDFT on the skill tasks too.
+# search's shared settings plus the winning candidate's fields (tests/test_recipe_search.py checks they agree). Its
+# mixture rollouts are used for SDFT on the skill tasks too.
 MIXTURE_ROLLOUTS = {"guided_fraction": 1.0, "guided_by": "demonstration"}
 TINY_KNOWLEDGE = {
     "sft": {"method": "sft", "learning_rate": 3e-4, "epochs": 4.0, "batch_size": 8, "micro_batch_size": 8},
@@ -153,13 +153,14 @@ def evaluations_done(*groups: list[str]) -> tuple[str, ...]:
     return tuple(f"eval_{name}" for names in groups for name in names)
 
 
-def preflight(plan: Plan, task: str, recipe: dict, **parameters) -> str:
+def preflight(plan: Plan, task: str, recipe: dict, name: str = "", after: tuple[str, ...] = (), **parameters) -> str:
     """The pre-flight diagnostic (notebooks/preflight) of `task` under an SDFT recipe's teacher template and rollout
-    temperature: teacher ceiling, demonstration log-prob and the signal on rollouts, before anything trains."""
+    temperature: teacher ceiling, demonstration log-prob and the signal on rollouts (default name
+    preflight_<task>_<template>)."""
     template = recipe.get("teacher_template", "paper")
-    name = f"preflight_{task}_{template}"
+    name = name or f"preflight_{task}_{template}"
     return plan.add(name, "preflight", {"task": task, "name": name, "teacher_template": template,
-                                        "temperature": recipe.get("temperature", 1.0), **parameters})
+                                        "temperature": recipe.get("temperature", 1.0), **parameters}, after)
 
 
 def knowledge_table(plan: Plan, runs: dict, evaluation: dict, preflight_sizes: dict) -> str:
@@ -262,12 +263,9 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
     recipe = sizes.knowledge["sdft"]
     for label, model_dir, after in (("ceiling", "base", ()),
                                     ("after_sdft", plan.model_dir("knowledge_sdft"), ("train_knowledge_sdft",))):
-        figures.append(plan.add(f"preflight_knowledge_{label}", "preflight",
-                                {"task": "knowledge", "name": f"preflight_knowledge_{label}", "model_dir": model_dir,
-                                 "contexts": [recipe.get("teacher_context", "demonstration")],
-                                 "teacher_template": recipe.get("teacher_template", "paper"),
-                                 "temperature": recipe.get("temperature", 1.0), **sizes.preflight_after_training},
-                                after))
+        figures.append(preflight(plan, "knowledge", recipe, f"preflight_knowledge_{label}", after, model_dir=model_dir,
+                                 contexts=[recipe.get("teacher_context", "demonstration")],
+                                 **sizes.preflight_after_training))
     skill = TINY_SKILL
 
     def train(run: str, task: str, start_from: str | None = None, **parameters) -> None:

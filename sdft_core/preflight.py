@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from sdft_core.data import Example
+from sdft_core.evaluate import generate_texts
 from sdft_core.io import write_json, write_text
-from sdft_core.loss import Divergence, stepwise_divergence
+from sdft_core.loss import Divergence
 from sdft_core.prompts import encode, student_prompt_ids, teacher_prompt_ids
 from sdft_core.report import save_figure
 from sdft_core.rollout import Batch, generate, left_pad, right_pad
@@ -60,16 +61,6 @@ def _prompts(tokenizer, examples: list[Example], context: str, template: str) ->
 
 def _batches(size: int, batch_size: int):
     return [slice(i, i + batch_size) for i in range(0, size, batch_size)]
-
-
-@torch.no_grad()
-def greedy_answers(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
-    texts = []
-    for part in _batches(len(prompts), batch_size):
-        batch = generate(model, tokenizer, prompts[part], max_new_tokens, temperature=0.0)
-        texts += [tokenizer.decode(row[mask.bool()], skip_special_tokens=True).strip()
-                  for row, mask in zip(batch.completion_ids, batch.completion_mask)]
-    return texts
 
 
 @torch.no_grad()
@@ -175,6 +166,7 @@ def rollout_signal(model, tokenizer, examples: list[Example], references: list[d
     teacher_model = teacher_model or model
     student_prompts = _prompts(tokenizer, examples, STUDENT, template)
     teacher_prompts = _prompts(tokenizer, examples, teacher_context, template)
+    answer_ids = [answer_token_ids(tokenizer, e, r) for e, r in zip(examples, references)]
     rows = [(i, r) for i in range(len(examples)) for r in range(rollouts_per_prompt)]
     records = []
     for number, part in enumerate(_batches(len(rows), batch_size)):
@@ -184,15 +176,13 @@ def rollout_signal(model, tokenizer, examples: list[Example], references: list[d
         teacher_batch = with_teacher_prompts(batch, [teacher_prompts[i] for i, _ in chunk], tokenizer.pad_token_id)
         student_hidden, teacher_hidden = completion_hidden(model, batch), completion_hidden(teacher_model,
                                                                                             teacher_batch)
-        student_head, teacher_head = model.get_output_embeddings(), teacher_model.get_output_embeddings()
-        per_position = stepwise_divergence(student_hidden, teacher_hidden, student_head, teacher_head, divergence)
-        student_logp = F.log_softmax(student_head(student_hidden).float(), -1)
-        teacher_logp = F.log_softmax(teacher_head(teacher_hidden).float(), -1)
+        student_logp = F.log_softmax(model.get_output_embeddings()(student_hidden).float(), -1)
+        teacher_logp = F.log_softmax(teacher_model.get_output_embeddings()(teacher_hidden).float(), -1)
+        per_position = divergence(student_logp, teacher_logp)
         sampled = batch.completion_ids.unsqueeze(-1)
         reward = (teacher_logp.gather(-1, sampled) - student_logp.gather(-1, sampled)).squeeze(-1)
         teacher_top = teacher_logp.argmax(-1)
         for row, (index, rollout) in enumerate(chunk):
-            answer_ids = answer_token_ids(tokenizer, examples[index], references[index])
             length = int(batch.completion_mask[row].sum())
             for position in range(length):
                 top = int(teacher_top[row, position])
@@ -201,9 +191,9 @@ def rollout_signal(model, tokenizer, examples: list[Example], references: list[d
                     "token": tokenizer.decode([int(batch.completion_ids[row, position])]),
                     "token_id": int(batch.completion_ids[row, position]),
                     "reward": float(reward[row, position]), "divergence": float(per_position[row, position]),
-                    "answer_position": top in answer_ids,
+                    "answer_position": top in answer_ids[index],
                     "sampled_teacher_top": top == int(batch.completion_ids[row, position]),
-                    "teacher_p_answer": float(teacher_logp[row, position, top].exp()) if top in answer_ids
+                    "teacher_p_answer": float(teacher_logp[row, position, top].exp()) if top in answer_ids[index]
                     else float("nan"),
                 })
     return RolloutSignal(pd.DataFrame(records), len(rows))
@@ -263,13 +253,13 @@ def run_preflight(model, tokenizer, task, template: str = "paper", contexts: lis
     items = [keys[e.id] for e in examples]
     max_new_tokens = max_new_tokens or task.max_new_tokens
     contexts = contexts or teacher_contexts_of(examples)
+    demonstrations = [encode(tokenizer, e.demonstration) for e in examples]
     rows, answers = {}, {}
     for context in [STUDENT, *contexts]:
         prompts = _prompts(tokenizer, examples, context, template)
-        answers[context] = greedy_answers(model, tokenizer, prompts, max_new_tokens, batch_size)
+        answers[context] = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size, progress=False)
         scores = [task.score(text, item.reference) for text, item in zip(answers[context], items)]
         row = {key: sum(s[key] for s in scores) / len(scores) for key in scores[0]}
-        demonstrations = [encode(tokenizer, e.demonstration) for e in examples]
         logp = completion_logprobs(model, prompts, demonstrations, tokenizer.pad_token_id, batch_size)
         row["demonstration log-prob per token"] = float(torch.cat(logp).mean())
         rows[context] = row

@@ -4,7 +4,7 @@
     python -m sdft_core.recipe_search --list           # the candidates and the rungs, nothing run
 
 Every candidate is a set of TrainConfig fields on top of SEARCH_BASE. Rung 1 trains every candidate on the training
-questions of a few articles and scores it on the *validation* questions of those articles; the best half goes on to
+questions of a few articles and scores it on the *validation* questions of those articles; the best `keep` go on to
 rung 2, trained on all training questions and scored on the whole validation split; and so on. The test and OOD
 splits are never read here. Each candidate's run and its validation score are cached (runs/ and eval/ under
 `--results-dir`, keyed by the run id and the evaluated items), so a killed search resumes, and `summary.json` and

@@ -185,6 +185,11 @@ def _fixed_batch(prompts: list[list[int]], completions: list[list[int]], pad_id:
     return Batch(prompt_ids.to(device), prompt_mask.to(device), completion_ids.to(device), completion_mask_.to(device))
 
 
+def completion_tokens(batch: Batch) -> list[list[int]]:
+    """Each row's completion as a list of token ids, up to and including its first end-of-sequence token."""
+    return [row[mask.bool()].tolist() for row, mask in zip(batch.completion_ids.cpu(), batch.completion_mask.cpu())]
+
+
 def guided_fraction_at(config: TrainConfig, step: int, total_steps: int) -> float:
     """DAgger's β at optimizer step `step` (1-based): guided_fraction at the first step, falling linearly to 0 at the
     last, so training ends on the student's own rollouts alone."""
@@ -200,23 +205,19 @@ def sample_rollouts(loop: Loop, seed: int, student_prompts, teacher_prompts, dem
     if not any(guided):
         return loop.sampler.sample(student_prompts, config.max_new_tokens, config.temperature, config.top_p, seed)
 
-    def completions_of(batch: Batch) -> list[list[int]]:
-        return [row[mask.bool()].tolist() for row, mask in zip(batch.completion_ids.cpu(),
-                                                                batch.completion_mask.cpu())]
-
     completions: list[list[int]] = [[] for _ in student_prompts]
     own = [i for i, g in enumerate(guided) if not g]
     if own:
         own_batch = loop.sampler.sample([student_prompts[i] for i in own], config.max_new_tokens, config.temperature,
                                         config.top_p, seed)
-        for i, tokens in zip(own, completions_of(own_batch)):
+        for i, tokens in zip(own, completion_tokens(own_batch)):
             completions[i] = tokens
     rows = [i for i, g in enumerate(guided) if g]
     if config.guided_by == "demonstration":
         guide = [demonstrations[i] for i in rows]
     else:
         torch.manual_seed(seed + 1)
-        guide = completions_of(generate(loop.teacher.model, tokenizer, [teacher_prompts[i] for i in rows],
+        guide = completion_tokens(generate(loop.teacher.model, tokenizer, [teacher_prompts[i] for i in rows],
                                         config.max_new_tokens, config.temperature, config.top_p))
     for i, tokens in zip(rows, guide):
         completions[i] = tokens
@@ -387,7 +388,7 @@ def teacher_samples(teacher_model, tokenizer, examples, teacher_prompts, config:
     for group in tqdm(_groups(len(examples), 8), desc="teacher samples", mininterval=2.0, ncols=100):
         batch = generate(teacher_model, tokenizer, teacher_prompts[group], config.max_new_tokens, config.temperature,
                          config.top_p)
-        samples += [row[mask.bool()].tolist() for row, mask in zip(batch.completion_ids, batch.completion_mask)]
+        samples += completion_tokens(batch)
     rows = [{"id": e.id, "tokens": t, "text": tokenizer.decode(t, skip_special_tokens=True)}
             for e, t in zip(examples, samples)]
     if write:  # every process computes the same samples; one writes them
