@@ -32,11 +32,11 @@ device = "cpu"
 
 # %%
 from data_prep.tasks import load_task
-from sdft_core.evaluate import model_identity
+from sdft_core.evaluate import model_to_load
 from sdft_core.model import load_model, load_tokenizer
 from sdft_core.preflight import run_preflight, save_preflight
 
-model_name, _ = model_identity(model_dir, base_model)
+model_name = model_to_load(model_dir, base_model)
 model, tokenizer = load_model(model_name, dtype, device).eval(), load_tokenizer(model_name)
 result = run_preflight(model, tokenizer, load_task(task), template=teacher_template, max_examples=max_examples,
                        rollouts_per_prompt=rollouts_per_prompt, temperature=temperature,

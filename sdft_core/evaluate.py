@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sdft_core.io import fingerprint, read_json, write_json
+from sdft_core.io import fingerprint, provenance, read_json, write_json
 from sdft_core.loss import Divergence, stepwise_divergence
-from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer
+from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer, weights_fingerprint
 from sdft_core.prompts import CONTEXT_PREFIX, chat_prompt, encode
 from sdft_core.rollout import Batch, generate
 from sdft_core.train import completion_hidden, with_teacher_prompts
@@ -119,13 +119,9 @@ def forgetting_metrics(model, base_model, tokenizer, general_prompts: list[str],
             "n_prompts": len(prompts)}
 
 
-def model_identity(model_dir: str, base_model_name: str) -> tuple[str, str | None]:
-    """What to load for `model_dir` ("base": the base model) and, for a trained run, its run id (so a cached result
-    is recomputed when the run is retrained)."""
-    if model_dir == "base":
-        return base_model_name, None
-    summary_file = Path(model_dir).parent / "summary.json"
-    return model_dir, read_json(summary_file)["run_id"] if summary_file.exists() else None
+def model_to_load(model_dir: str, base_model_name: str) -> str:
+    """What to load for `model_dir`: a trained run's model folder, or "base" for the untrained base model."""
+    return base_model_name if model_dir == "base" else model_dir
 
 
 def up_to_date(output_path: str, key: str, tag: str) -> dict | None:
@@ -146,10 +142,13 @@ def evaluate_model(model_dir: str, task, splits: list[str], general_prompts: lis
     oracle_context: ask each question with its source text in front of it (paper Table 1, "Oracle RAG": a retriever
     that always finds the right article).
     """
-    model_name, trained_run = model_identity(model_dir, base_model_name)
+    model_name = model_to_load(model_dir, base_model_name)
+    # Keyed by the weights read, not by the run that wrote them: a retrained model is evaluated again, whoever
+    # trained it, and an unchanged one never is.
+    weights = weights_fingerprint(model_name)
     items = {split: task.eval_splits[split][: max_items or None] for split in splits}
     max_new_tokens = max_new_tokens or task.max_new_tokens
-    key = fingerprint(model_name, trained_run, task.name, {s: [i.id for i in its] for s, its in items.items()},
+    key = fingerprint(model_name, weights, task.name, {s: [i.id for i in its] for s, its in items.items()},
                       general_prompts, max_new_tokens, seed, oracle_context)
     if (cached := up_to_date(output_path, key, "eval")) is not None:
         return cached
@@ -171,6 +170,7 @@ def evaluate_model(model_dir: str, task, splits: list[str], general_prompts: lis
         result["forgetting"] = forgetting_metrics(model, base, tokenizer, general_prompts, max_new_tokens,
                                                   batch_size, seed)
     result["eval_seconds"] = time.perf_counter() - started
+    result["provenance"] = provenance(result["eval_seconds"])
     write_json(output_path, result)
     return result
 
@@ -182,15 +182,17 @@ def pass_at_k_counts(model_dir: str, task, split: str, samples: int, output_path
     and the unbiased pass@k curve for k = 1, 2, 4, … ≤ samples. Cached in `output_path`."""
     from sdft_core.stats import pass_at_k_curve
 
-    model_name, trained_run = model_identity(model_dir, base_model_name)
+    model_name = model_to_load(model_dir, base_model_name)
+    weights = weights_fingerprint(model_name)
     items = task.eval_splits[split][: max_items or None]
-    key = fingerprint(model_name, trained_run, task.name, split, [i.id for i in items], samples, temperature, top_p,
+    key = fingerprint(model_name, weights, task.name, split, [i.id for i in items], samples, temperature, top_p,
                       seed)
     if (cached := up_to_date(output_path, key, "pass@k")) is not None:
         return cached
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name).eval()
     torch.manual_seed(seed)
+    started = time.perf_counter()
     prompts = prompt_ids(tokenizer, [i.prompt for i in items])
     repeated = [p for p in prompts for _ in range(samples)]
     texts = generate_texts(model, tokenizer, repeated, task.max_new_tokens, batch_size, temperature, top_p,
@@ -202,7 +204,8 @@ def pass_at_k_counts(model_dir: str, task, split: str, samples: int, output_path
                          "c": sum(task.score(r, item.reference)["correct"] for r in responses)})
     ks = [2**i for i in range(samples.bit_length()) if 2**i <= samples]
     result = {"fingerprint": key, "model": model_name, "task": task.name, "split": split, "items": per_item,
-              "pass_at_k": {str(k): v for k, v in pass_at_k_curve([(r["n"], r["c"]) for r in per_item], ks).items()}}
+              "pass_at_k": {str(k): v for k, v in pass_at_k_curve([(r["n"], r["c"]) for r in per_item], ks).items()},
+              "provenance": provenance(time.perf_counter() - started)}
     write_json(output_path, result)
     return result
 
@@ -215,20 +218,22 @@ def kl_to_base_of_sft_and_teacher(sft_model_dir: str, task, output_path: str, ma
     KL(π_SFT(·|x) ‖ π_0(·|x)) and KL(π_0(·|x,c) ‖ π_0(·|x)). Cached in `output_path`."""
     from sdft_core.prompts import student_prompt_ids, teacher_prompt_ids
 
-    summary_file = Path(sft_model_dir).parent / "summary.json"
     examples = task.train[:max_examples]
-    key = fingerprint(read_json(summary_file)["run_id"], task.name, [e.id for e in examples], teacher_context, seed)
+    key = fingerprint(weights_fingerprint(sft_model_dir), weights_fingerprint(base_model_name), task.name,
+                      [e.id for e in examples], teacher_context, seed)
     if (cached := up_to_date(output_path, key, "kl")) is not None:
         return cached
     tokenizer = load_tokenizer(base_model_name)
     base, sft = load_model(base_model_name).eval(), load_model(sft_model_dir).eval()
+    started = time.perf_counter()
     student = [student_prompt_ids(tokenizer, e, 4096) for e in examples]
     teacher = [teacher_prompt_ids(tokenizer, e, 4096, teacher_context) for e in examples]
     sft_kl = sampled_sequence_kl(sft, student, base, student, tokenizer, task.max_new_tokens, batch_size, seed)
     teacher_kl = sampled_sequence_kl(base, teacher, base, student, tokenizer, task.max_new_tokens, batch_size, seed)
     result = {"fingerprint": key, "task": task.name, "n": len(examples),
               "sft_kl_to_base": sum(sft_kl) / len(sft_kl), "teacher_kl_to_base": sum(teacher_kl) / len(teacher_kl),
-              "per_example": [{"id": e.id, "sft": s, "teacher": t} for e, s, t in zip(examples, sft_kl, teacher_kl)]}
+              "per_example": [{"id": e.id, "sft": s, "teacher": t} for e, s, t in zip(examples, sft_kl, teacher_kl)],
+              "provenance": provenance(time.perf_counter() - started)}
     write_json(output_path, result)
     return result
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from sdft_core.prompts import TEACHER_TEMPLATES
+
 
 @dataclass
 class Step:
@@ -196,6 +198,7 @@ class Sizes:
     # 30 minutes) and after training (the student on all its training questions, under one teacher context).
     preflight: dict = field(default_factory=lambda: {"max_examples": 16})
     preflight_after_training: dict = field(default_factory=lambda: {"max_examples": 80})
+    preflight_templates: dict = field(default_factory=lambda: {"max_examples": 40})  # one per teacher template
     recipe_search: dict = field(default_factory=dict)  # recipe_search-notebook parameters (empty: the full search)
     train_limit: dict = field(default_factory=dict)  # extra train parameters for every run (smoke: fewer examples)
 
@@ -238,6 +241,7 @@ SMOKE_SIZES = Sizes(
     kl_examples=2,
     preflight={"max_examples": 2, "max_new_tokens": 8},
     preflight_after_training={"max_examples": 2, "max_new_tokens": 8},
+    preflight_templates={"max_examples": 2, "max_new_tokens": 8},
     recipe_search={"candidates": ["answer_ctx_T1", "guided_demonstration_1.0"], "rungs": [[1, 1]], "controls": False,
                    "base_overrides": {"epochs": 0.2, "max_new_tokens": 8}},
     train_limit={"max_train_examples": 2, "max_new_tokens": 8},
@@ -266,6 +270,12 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
         figures.append(preflight(plan, "knowledge", recipe, f"preflight_knowledge_{label}", after, model_dir=model_dir,
                                  contexts=[recipe.get("teacher_context", "demonstration")],
                                  **sizes.preflight_after_training))
+    # The teacher ceiling under each named template (why the recipe's template was a search candidate): accuracy and
+    # the length of the teacher's answers, whose artefacts the student would learn.
+    for template in TEACHER_TEMPLATES:
+        figures.append(preflight(plan, "knowledge", {**recipe, "teacher_template": template},
+                                 f"preflight_knowledge_template_{template}",
+                                 contexts=[recipe.get("teacher_context", "demonstration")], **sizes.preflight_templates))
     skill = TINY_SKILL
 
     def train(run: str, task: str, start_from: str | None = None, **parameters) -> None:

@@ -1,13 +1,19 @@
-"""Atomic file writes: a result file is either absent or complete, never half-written."""
+"""Atomic file writes (a result file is either absent or complete, never half-written), content fingerprints, and the
+provenance block every result carries (which commit and machine produced it)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import platform
+import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
 
 
 def atomic_write(path: Path | str, write: Callable[[Path], None]) -> None:
@@ -45,3 +51,36 @@ def fingerprint(*values: Any) -> str:
     """A short stable hash of JSON-serialisable values (configs, dataset contents)."""
     blob = json.dumps(values, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine() -> str:
+    """The processor (and GPU, if one is used) in words, e.g. "x86_64, 2 cores (AMD EPYC 7B13)"."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = f"{platform.machine()}, {os.cpu_count()} cores ({names[0]})" if names else cpu
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        cpu += f"; GPU {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return cpu
+
+
+def provenance(seconds: float | None = None) -> dict:
+    """Which commit ("+changes" when tracked files differ from it), machine and date produced a result, and in how
+    many seconds; stored with every training summary, evaluation and pipeline step."""
+    commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if commit != "unknown" and _git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+changes"
+    block = {"commit": commit, "machine": machine(),
+             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return block if seconds is None else {**block, "seconds": round(seconds, 1)}

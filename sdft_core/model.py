@@ -7,6 +7,7 @@ later loads take well under a second and give identical logits.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -88,3 +89,20 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu") -
     """Load a causal LM for training or evaluation. `dtype` is "float32" or "bfloat16" (bf16 is for GPUs)."""
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=getattr(torch, dtype))
     return model.to(device)
+
+
+def weights_fingerprint(name_or_path: str) -> str:
+    """A hash of what `load_model(name_or_path)` reads: every file of a local model folder (weights, config,
+    tokenizer), the GGUF file for the embedded default, the name for a hub id. Cached evaluations are keyed by it, so
+    a retrained (or otherwise changed) model is always evaluated again and an unchanged one never is."""
+    path = embedded_gguf_path() if name_or_path == EMBEDDED_MODEL else Path(name_or_path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    if not files:  # a hub id: its files are not local, its name stands for them
+        return hashlib.sha256(name_or_path.encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]

@@ -16,18 +16,27 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from sdft_core.experiments import DEFAULT_RESULTS, PROFILES, Step
-from sdft_core.io import fingerprint, read_json, write_json
+from sdft_core.io import fingerprint, provenance, read_json, write_json, write_text
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 KERNEL_NAME = "sdft-kit"
 CODE_DIRS = ("sdft_core", "data_prep")
+# Lines that say nothing to a user of `make demo`: the kernel's warning about local TCP (the kernel runs on this
+# machine and talks only to this process), tqdm's "IProgress not found" (papermill shows no widgets; tqdm falls back
+# to the text bar with its ETA, which stays), and papermill's per-cell markers.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+QUIET_WARNINGS = "ignore:IProgress not found"
+PAPERMILL_MARKERS = ("Executing Cell", "Ending Cell", "Input Notebook", "Output Notebook", "Executing notebook")
 
 
 def code_fingerprint() -> str:
@@ -108,9 +117,27 @@ def step_status(steps: list[Step], state_dir: Path, executed_dir: Path) -> list[
             for step in steps]
 
 
+def stream_notebook_output() -> None:
+    """Show what the notebooks print (papermill logs it at INFO), without papermill's own bookkeeping lines, and keep
+    the kernel's noise out (the kernel inherits the environment)."""
+    logger = logging.getLogger("papermill")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(lambda record: not record.getMessage().lstrip().startswith(PAPERMILL_MARKERS))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    warnings = os.environ.get("PYTHONWARNINGS")
+    if QUIET_WARNINGS not in (warnings or ""):
+        os.environ["PYTHONWARNINGS"] = f"{warnings},{QUIET_WARNINGS}" if warnings else QUIET_WARNINGS
+
+
 def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output: bool = True) -> dict[str, str]:
     import papermill
 
+    if log_output:
+        stream_notebook_output()
     ids = step_fingerprints(steps)
     executed_dir.mkdir(parents=True, exist_ok=True)
     for index, step in enumerate(steps, start=1):
@@ -121,20 +148,35 @@ def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output
             print(f"[{index}/{len(steps)}] {step.name}: unchanged since its last run, skipped")
             continue
         print(f"[{index}/{len(steps)}] {step.name}: running {source.relative_to(REPO)}", flush=True)
-        started = time.perf_counter()
+        started, wall_clock = time.perf_counter(), time.time()
         try:
             papermill.execute_notebook(
                 str(source), str(output), parameters=step.parameters, kernel_name=KERNEL_NAME, cwd=str(REPO),
-                progress_bar=False, log_output=log_output, request_save_on_cell_execute=True)
+                progress_bar=False, log_output=log_output, request_save_on_cell_execute=True,
+                extra_arguments=KERNEL_ARGUMENTS)
         except papermill.PapermillExecutionError as err:
             raise SystemExit(
                 f"step {step.name!r} failed in {source.relative_to(REPO)}, cell {err.exec_count} "
                 f"({err.ename}: {err.evalue}). The executed notebook with the traceback is {output}. "
                 f"Finished steps are kept; rerun to continue from this step.") from None
         seconds = time.perf_counter() - started
-        write_json(state_file, {"fingerprint": ids[step.name], "seconds": seconds, "parameters": step.parameters})
+        tables = sorted(p.name for p in state_dir.parent.glob("*.md") if p.stat().st_mtime >= wall_clock)
+        write_json(state_file, {"fingerprint": ids[step.name], "seconds": seconds, "parameters": step.parameters,
+                                "provenance": provenance(seconds), "tables": tables})
+        write_provenance(state_dir)
         print(f"[{index}/{len(steps)}] {step.name}: done in {seconds:.0f} s", flush=True)
     return ids
+
+
+def write_provenance(state_dir: Path) -> None:
+    """provenance.md beside _state/: for every step that has run, the tables it wrote and the commit, machine, date
+    and seconds of its last run, so every table in the results folder says where it was computed."""
+    rows = []
+    for state_file in sorted(state_dir.glob("*.json")):
+        state = read_json(state_file)
+        rows.append({"step": state_file.stem, "tables": ", ".join(state.get("tables", [])),
+                     **state.get("provenance", {"commit": "(not recorded)"})})
+    write_text(state_dir.parent / "provenance.md", pd.DataFrame(rows).to_markdown(index=False) + "\n")
 
 
 def print_status(steps: list[Step], results_dir: Path) -> None:
@@ -167,11 +209,26 @@ def main(argv: list[str] | None = None) -> None:
         steps = profile_steps(args.profile, results, args.seeds)
         print_status(only(steps, args.only) if args.only else steps, results)
         return
-    started = time.perf_counter()
+    started, wall_clock = time.perf_counter(), time.time()
     run_profile(args.profile, results, log_output=not args.quiet, targets=args.only, seeds=args.seeds)
     print(f"\nAll steps of profile {args.profile!r} finished in {time.perf_counter() - started:.0f} s.")
+    print_new_tables(results, wall_clock)
     print(f"Results are in {results.relative_to(REPO) if results.is_relative_to(REPO) else results}/ "
-          f"(tables *.md/*.csv, figures *.png/*.pdf, executed notebooks in notebooks/).")
+          f"(tables *.md/*.csv, figures *.png/*.pdf, executed notebooks in notebooks/, where and when each step "
+          f"ran in provenance.md).")
+
+
+def print_new_tables(results: Path, since: float, at_most: int = 3) -> None:
+    """The tables this run wrote (their text when there are at most `at_most`, as for `make demo`; else their
+    names)."""
+    tables = sorted(p for p in results.glob("*.md") if p.stat().st_mtime >= since and p.name != "provenance.md")
+    if not tables:
+        print("No table was rewritten: every step was up to date.")
+    elif len(tables) <= at_most:
+        for table in tables:
+            print(f"\n{table.relative_to(REPO) if table.is_relative_to(REPO) else table}:\n{table.read_text()}")
+    else:
+        print(f"Tables written: {', '.join(t.name for t in tables)}")
 
 
 if __name__ == "__main__":

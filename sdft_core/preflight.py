@@ -260,6 +260,9 @@ def run_preflight(model, tokenizer, task, template: str = "paper", contexts: lis
         answers[context] = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size, progress=False)
         scores = [task.score(text, item.reference) for text, item in zip(answers[context], items)]
         row = {key: sum(s[key] for s in scores) / len(scores) for key in scores[0]}
+        # Long answers under a teacher context are a template's artefacts (text besides the answer), which the
+        # student would learn and which crowd the answer out of its token budget.
+        row["answer tokens"] = sum(len(encode(tokenizer, text)) for text in answers[context]) / len(examples)
         logp = completion_logprobs(model, prompts, demonstrations, tokenizer.pad_token_id, batch_size)
         row["demonstration log-prob per token"] = float(torch.cat(logp).mean())
         rows[context] = row

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -33,8 +32,9 @@ from typing import Mapping
 import pandas as pd
 
 from sdft_core.evaluate import generate_texts, prompt_ids
-from sdft_core.io import fingerprint, read_json, write_json
-from sdft_core.model import EMBEDDED_MODEL, cache_dir, load_model, load_tokenizer, resolve_model_path
+from sdft_core.io import fingerprint, provenance, read_json, write_json
+from sdft_core.model import (EMBEDDED_MODEL, cache_dir, load_model, load_tokenizer, resolve_model_path,
+                             weights_fingerprint)
 from sdft_core.offline_humaneval import (PROMPT_STYLES, complete_code, load_humaneval, score_humaneval,
                                          subsample_humaneval)
 from sdft_core.offline_ifeval import load_ifeval_prompts, score_ifeval
@@ -123,21 +123,6 @@ class PriorCapabilitiesConfig:
 
     def benchmarks(self) -> tuple[str, ...]:
         return OFFLINE_BENCHMARKS if self.suite == "offline" else tuple(PAPER_TASKS)
-
-
-def model_fingerprint(name_or_path: str) -> str:
-    """A hash of every file of a local model folder (weights, config, tokenizer), so a folder overwritten by a new
-    training run is re-evaluated; a hub id is hashed as its name."""
-    path = Path(resolve_model_path(name_or_path))
-    if not path.is_dir():
-        return fingerprint(name_or_path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 # --- The offline suite ----------------------------------------------------------------------------------------------
@@ -263,7 +248,7 @@ def evaluate_prior_capabilities(model_name_or_path: str, output_path: str | Path
     config = config or PriorCapabilitiesConfig(**settings)
     output_path = Path(output_path)
     previous = read_json(output_path) if output_path.exists() else {}
-    model_key = model_fingerprint(model_name_or_path)
+    model_key = weights_fingerprint(model_name_or_path)
     runner = (_OfflineRunner if config.suite == "offline" else _PaperRunner)(model_name_or_path, config)
     result = {"model": model_name_or_path, "model_fingerprint": model_key, "suite": config.suite,
               "config": dataclasses.asdict(config), "benchmarks": {}}
@@ -281,7 +266,7 @@ def evaluate_prior_capabilities(model_name_or_path: str, output_path: str | Path
         metric = OFFLINE_METRICS[benchmark] if config.suite == "offline" else PAPER_TASKS[benchmark][1].split(",")[0]
         result["benchmarks"][benchmark] = {"fingerprint": key, "metric": metric, "score": summary[metric],
                                            "details": summary, "seconds": time.perf_counter() - started,
-                                           "items": records}
+                                           "items": records, "provenance": provenance(time.perf_counter() - started)}
         write_json(output_path, result)  # each finished benchmark survives a crash in the next one
     result["scores"] = {name: entry["score"] for name, entry in result["benchmarks"].items()}
     result["average"] = sum(result["scores"].values()) / len(result["scores"])

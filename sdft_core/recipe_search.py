@@ -6,8 +6,8 @@
 Every candidate is a set of TrainConfig fields on top of SEARCH_BASE. Rung 1 trains every candidate on the training
 questions of a few articles and scores it on the *validation* questions of those articles; the best `keep` go on to
 rung 2, trained on all training questions and scored on the whole validation split; and so on. The test and OOD
-splits are never read here. Each candidate's run and its validation score are cached (runs/ and eval/ under
-`--results-dir`, keyed by the run id and the evaluated items), so a killed search resumes, and `summary.json` and
+splits are never read here. Each candidate's run is cached under runs/ (keyed by its run id) and its validation score
+under eval/ (keyed by its weights and the evaluated items), so a killed search resumes, and `summary.json` and
 `summary.md` list every candidate's score at every rung it reached.
 
 Why these candidates: the pre-flight diagnostic (sdft_core/preflight.py, notebooks/preflight) shows that the base
@@ -31,7 +31,7 @@ from data_prep.tasks import Task, load_task
 from sdft_core.config import TrainConfig
 from sdft_core.evaluate import evaluate_model, up_to_date
 from sdft_core.io import fingerprint, read_json, write_json, write_text
-from sdft_core.model import load_model, load_tokenizer
+from sdft_core.model import load_model, load_tokenizer, weights_fingerprint
 from sdft_core.preflight import answer_logprobs
 from sdft_core.train import train
 
@@ -57,6 +57,29 @@ CANDIDATES: dict[str, dict] = {
     "guided_demonstration_0.5": {"guided_fraction": 0.5, "guided_by": "demonstration"},
     "guided_teacher_1.0_T0.5": {"guided_fraction": 1.0, "temperature": 0.5},
     "guided_demonstration_1.0": {"guided_fraction": 1.0, "guided_by": "demonstration"},
+    # The teacher template (second round, after the pre-flight of the first winner): the paper's template asks for
+    # "the thinking process", and the 135M teacher answers with artefacts ("This is a classic example of thinking
+    # outside the box") in 13 of 40 greedy answers, which the student learns and which crowd the facts out of its
+    # answer budget. "own_words" drops that phrase, "same_facts" also says the example is correct (pre-flight
+    # ceiling on 40 training questions: paper 65/88, own_words 65/90, same_facts 70/95 strict/lenient; artefacts
+    # 13, 3, 0).
+    "guided_demonstration_1.0_own_words": {"guided_fraction": 1.0, "guided_by": "demonstration",
+                                           "teacher_template": "own_words"},
+    "guided_demonstration_1.0_same_facts": {"guided_fraction": 1.0, "guided_by": "demonstration",
+                                            "teacher_template": "same_facts"},
+    "guided_teacher_1.0_same_facts": {"guided_fraction": 1.0, "teacher_template": "same_facts"},
+    "answer_ctx_T1_same_facts": {"teacher_template": "same_facts"},
+    # The first answer tokens out of the loss (the public Qwen3-0.6B recipe masks 3): the opening words are where the
+    # template's artefacts start.
+    "guided_demonstration_1.0_same_facts_mask3": {"guided_fraction": 1.0, "guided_by": "demonstration",
+                                                  "teacher_template": "same_facts", "mask_first_tokens": 3},
+    # Which teacher (third round): the pre-flight of the first recipe's trained model as a teacher gave 28.8% strict
+    # with the answer in context, against 62.5% for the base model: the EMA teacher (a third of the way to the student
+    # after 40 steps at α = 0.01) loses the in-context copying that makes it a teacher. A frozen teacher keeps the
+    # base model's ceiling.
+    "guided_demonstration_1.0_same_facts_frozen": {"guided_fraction": 1.0, "guided_by": "demonstration",
+                                                   "teacher_template": "same_facts", "teacher_kind": "frozen"},
+
 }
 # Reference points trained and scored at every rung like the candidates, never promoted: SFT at the demo's setting
 # tells whether a rung is long enough for anything to learn.
@@ -95,7 +118,7 @@ def run_candidate(results_dir: Path, name: str, overrides: dict, rung: int, task
     result = evaluate_model(str(model_dir), task, ["val"], [], str(results_dir / "eval" / f"{run}.json"))
     summary = read_json(results_dir / "runs" / run / "summary.json")
     likelihood_path = results_dir / "eval" / f"{run}_answer_logprob.json"
-    key = fingerprint(summary["run_id"], [i.id for i in task.eval_splits["val"]])
+    key = fingerprint(weights_fingerprint(str(model_dir)), [i.id for i in task.eval_splits["val"]])
     if (likelihood := up_to_date(str(likelihood_path), key, "answer log-prob")) is None:
         tokenizer, model = load_tokenizer(str(model_dir)), load_model(str(model_dir)).eval()
         likelihood = {"fingerprint": key, **answer_logprobs(model, tokenizer, task.eval_splits["val"])}

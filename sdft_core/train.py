@@ -45,9 +45,9 @@ from transformers import get_cosine_schedule_with_warmup
 
 from sdft_core.config import TEACHER_METHODS, TrainConfig
 from sdft_core.data import Example
-from sdft_core.io import atomic_write, fingerprint, read_json, write_json, write_jsonl
+from sdft_core.io import atomic_write, fingerprint, provenance, read_json, write_json, write_jsonl
 from sdft_core.loss import distillation_loss, likelihood_loss
-from sdft_core.model import load_model, load_tokenizer, resolve_model_path
+from sdft_core.model import load_model, load_tokenizer, resolve_model_path, weights_fingerprint
 from sdft_core.prompts import TruncationCounter, encode, student_prompt_ids, teacher_prompt_ids
 from sdft_core.rollout import Batch, HFSampler, eos_token_ids, generate, left_pad, right_pad
 from sdft_core.teacher import Teacher
@@ -554,6 +554,8 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
             tokenizer.save_pretrained(staging)
             shutil.rmtree(output_dir / "model", ignore_errors=True)
             staging.rename(output_dir / "model")
+            summary["weights_fingerprint"] = weights_fingerprint(str(output_dir / "model"))
+        summary["provenance"] = provenance(summary["train_seconds_this_session"])
         write_json(summary_path, summary)
         shutil.rmtree(checkpoint_path.parent, ignore_errors=True)
     accelerator.wait_for_everyone()

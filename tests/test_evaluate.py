@@ -36,6 +36,44 @@ def test_evaluate_model_is_cached_and_counts_response_tokens(tmp_path, tiny_mode
     assert second == first and "up to date" in capsys.readouterr().out
 
 
+def test_a_cached_evaluation_is_keyed_by_the_weights_it_read(tmp_path, tiny_model_dir, capsys):
+    """Train, evaluate, perturb one weight, evaluate again: recomputed. Evaluate the untouched model: skipped, even
+    when the run's summary (its run id) is the same before and after."""
+    from safetensors.torch import load_file, save_file
+
+    from sdft_core.config import TrainConfig
+    from sdft_core.data import Example
+    from sdft_core.io import read_json
+    from sdft_core.model import weights_fingerprint
+    from sdft_core.train import train
+
+    examples = [Example(f"e{i}", f"Say {i}.", f"{i}") for i in range(2)]
+    config = TrainConfig(model=tiny_model_dir, method="sft", batch_size=2, micro_batch_size=2, warmup_steps=0)
+    summary = train(config, examples, tmp_path / "run", progress=False)
+    model_dir = str(tmp_path / "run" / "model")
+    assert summary["weights_fingerprint"] == weights_fingerprint(model_dir)
+    assert {"commit", "machine", "date", "seconds"} <= set(summary["provenance"])
+    items = [EvalItem("i0", "Say 0.", {"answer": "0"})]
+    task = Task("toy", "toy", [], {"test": items}, lambda r, ref: {"correct": ref["answer"] in r}, max_new_tokens=3)
+    output = str(tmp_path / "e.json")
+    first = evaluate_model(model_dir, task, ["test"], [], output, base_model_name=tiny_model_dir)
+    assert "seconds" in first["provenance"]
+    evaluate_model(model_dir, task, ["test"], [], output, base_model_name=tiny_model_dir)
+    assert "up to date" in capsys.readouterr().out
+
+    weights_file = tmp_path / "run" / "model" / "model.safetensors"
+    weights = load_file(weights_file)
+    name = next(iter(weights))
+    weights[name].view(-1)[0] += 1e-3
+    save_file(weights, weights_file, metadata={"format": "pt"})
+    second = evaluate_model(model_dir, task, ["test"], [], output, base_model_name=tiny_model_dir)
+    assert "up to date" not in capsys.readouterr().out
+    assert second["fingerprint"] != first["fingerprint"]
+    assert read_json(tmp_path / "run" / "summary.json")["run_id"] == summary["run_id"]  # the run id did not change
+    evaluate_model(model_dir, task, ["test"], [], output, base_model_name=tiny_model_dir)
+    assert "up to date" in capsys.readouterr().out
+
+
 def test_select_best_picks_by_validation_then_trains_and_tests_the_chosen_configuration_per_seed(
         tmp_path, tiny_model_dir):
     from sdft_core.config import TrainConfig

@@ -1,6 +1,8 @@
 """The profiles' step graphs: every step names an existing notebook with parameters that notebook declares, every
 dependency exists and comes first, and shared runs are defined once."""
 
+import os
+
 import papermill
 import pytest
 
@@ -107,3 +109,36 @@ def test_status_tells_up_to_date_from_stale_and_new_and_a_change_upstream_makes_
     changed_ids = step_fingerprints(changed)
     assert changed_ids[steps[0].name] == ids[steps[0].name] and changed_ids[steps[2].name] == ids[steps[2].name]
     assert changed_ids[steps[1].name] != ids[steps[1].name] and changed_ids[steps[3].name] != ids[steps[3].name]
+
+
+def test_the_end_of_a_run_prints_the_tables_it_wrote_and_only_those(tmp_path, capsys):
+    import time
+
+    from sdft_core.pipeline import print_new_tables
+
+    (tmp_path / "old.md").write_text("| old |\n")
+    os.utime(tmp_path / "old.md", (0, 0))
+    (tmp_path / "provenance.md").write_text("| step |\n")
+    since = time.time() - 1
+    print_new_tables(tmp_path, since)
+    assert "every step was up to date" in capsys.readouterr().out
+    (tmp_path / "table1.md").write_text("| sdft | 40 |\n")
+    print_new_tables(tmp_path, since)
+    out = capsys.readouterr().out
+    assert "| sdft | 40 |" in out and "old" not in out and "| step |" not in out
+
+
+def test_papermill_bookkeeping_lines_are_filtered_and_notebook_output_is_shown(monkeypatch, capsys):
+    import logging
+
+    from sdft_core import pipeline
+
+    logger = logging.getLogger("papermill")
+    for attribute, value in (("handlers", []), ("level", logger.level), ("propagate", logger.propagate)):
+        monkeypatch.setattr(logger, attribute, value)
+    monkeypatch.delenv("PYTHONWARNINGS", raising=False)
+    pipeline.stream_notebook_output()
+    logger.info("Executing Cell 3---------")
+    logger.info("train sdft: 40 steps")
+    assert capsys.readouterr().out == "train sdft: 40 steps\n"
+    assert os.environ["PYTHONWARNINGS"] == pipeline.QUIET_WARNINGS

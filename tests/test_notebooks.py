@@ -60,6 +60,9 @@ def test_every_notebook_of_the_tiny_profile_runs_under_papermill(tmp_path, capsy
     for name in TABLES:
         assert (results / f"{name}.md").stat().st_size > 0, name
     assert (results / "runs" / "knowledge_sdft" / "metrics.jsonl").read_text().count("\n") == 2
+    provenance = (results / "provenance.md").read_text()  # every step: commit, machine, date, seconds
+    assert all(f"| {step} " in provenance for step in first) and "(not recorded)" not in provenance
+    assert "knowledge_acquisition.md" in provenance
     # A rerun finds every step unchanged and skips it.
     capsys.readouterr()
     assert run_profile("smoke", results, log_output=False) == first
