@@ -36,7 +36,8 @@ CODE_DIRS = ("sdft_core", "data_prep")
 # to the text bar with its ETA, which stays), and papermill's per-cell markers.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 QUIET_WARNINGS = "ignore:IProgress not found"
-PAPERMILL_MARKERS = ("Executing Cell", "Ending Cell", "Input Notebook", "Output Notebook", "Executing notebook")
+PAPERMILL_MARKERS = ("Executing Cell", "Ending Cell", "Input Notebook", "Output Notebook", "Executing notebook",
+                     "Working directory")
 
 
 def code_fingerprint() -> str:

@@ -60,9 +60,9 @@ CANDIDATES: dict[str, dict] = {
     # The teacher template (second round, after the pre-flight of the first winner): the paper's template asks for
     # "the thinking process", and the 135M teacher answers with artefacts ("This is a classic example of thinking
     # outside the box") in 13 of 40 greedy answers, which the student learns and which crowd the facts out of its
-    # answer budget. "own_words" drops that phrase, "same_facts" also says the example is correct (pre-flight
-    # ceiling on 40 training questions: paper 65/88, own_words 65/90, same_facts 70/95 strict/lenient; artefacts
-    # 13, 3, 0).
+    # answer budget. "own_words" drops that phrase, "same_facts" also says the example is correct (pre-flight on 40
+    # training questions, results/tiny/preflight_knowledge_template_*.md: strict/lenient 65/88, 65/90, 70/95; the
+    # teacher's greedy answers 33, 28 and 26 tokens long).
     "guided_demonstration_1.0_own_words": {"guided_fraction": 1.0, "guided_by": "demonstration",
                                            "teacher_template": "own_words"},
     "guided_demonstration_1.0_same_facts": {"guided_fraction": 1.0, "guided_by": "demonstration",
