@@ -161,12 +161,17 @@ def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output
                 f"({err.ename}: {err.evalue}). The executed notebook with the traceback is {output}. "
                 f"Finished steps are kept; rerun to continue from this step.") from None
         seconds = time.perf_counter() - started
-        tables = sorted(p.name for p in state_dir.parent.glob("*.md") if p.stat().st_mtime >= wall_clock)
+        tables = [table.name for table in tables_written_since(state_dir.parent, wall_clock)]
         write_json(state_file, {"fingerprint": ids[step.name], "seconds": seconds, "parameters": step.parameters,
                                 "provenance": provenance(seconds), "tables": tables})
         write_provenance(state_dir)
         print(f"[{index}/{len(steps)}] {step.name}: done in {seconds:.0f} s", flush=True)
     return ids
+
+
+def tables_written_since(results: Path, since: float) -> list[Path]:
+    """The tables (*.md) in `results` modified at or after `since` (a time.time()), provenance.md aside."""
+    return sorted(p for p in results.glob("*.md") if p.stat().st_mtime >= since and p.name != "provenance.md")
 
 
 def write_provenance(state_dir: Path) -> None:
@@ -222,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
 def print_new_tables(results: Path, since: float, at_most: int = 3) -> None:
     """The tables this run wrote (their text when there are at most `at_most`, as for `make demo`; else their
     names)."""
-    tables = sorted(p for p in results.glob("*.md") if p.stat().st_mtime >= since and p.name != "provenance.md")
+    tables = tables_written_since(results, since)
     if not tables:
         print("No table was rewritten: every step was up to date.")
     elif len(tables) <= at_most:

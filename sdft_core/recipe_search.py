@@ -58,11 +58,11 @@ CANDIDATES: dict[str, dict] = {
     "guided_teacher_1.0_T0.5": {"guided_fraction": 1.0, "temperature": 0.5},
     "guided_demonstration_1.0": {"guided_fraction": 1.0, "guided_by": "demonstration"},
     # The teacher template (second round, after the pre-flight of the first winner): the paper's template asks for
-    # "the thinking process", and the 135M teacher answers with artefacts ("This is a classic example of thinking
-    # outside the box") in 13 of 40 greedy answers, which the student learns and which crowd the facts out of its
-    # answer budget. "own_words" drops that phrase, "same_facts" also says the example is correct (pre-flight on 40
-    # training questions, results/tiny/preflight_knowledge_template_*.md: strict/lenient 65/88, 65/90, 70/95; the
-    # teacher's greedy answers 33, 28 and 26 tokens long).
+    # "the thinking process", and the 135M teacher adds artefacts to its answers ("This is a classic example of
+    # thinking outside the box"), which the student learns and which crowd the facts out of its answer budget.
+    # "own_words" drops that phrase, "same_facts" also says the example is correct (pre-flight on 40 training
+    # questions, results/tiny/preflight_knowledge_template_*.md: strict/lenient 65/88, 65/90, 70/95; the teacher's
+    # greedy answers 33, 28 and 26 tokens long).
     "guided_demonstration_1.0_own_words": {"guided_fraction": 1.0, "guided_by": "demonstration",
                                            "teacher_template": "own_words"},
     "guided_demonstration_1.0_same_facts": {"guided_fraction": 1.0, "guided_by": "demonstration",
@@ -79,7 +79,6 @@ CANDIDATES: dict[str, dict] = {
     # base model's ceiling.
     "guided_demonstration_1.0_same_facts_frozen": {"guided_fraction": 1.0, "guided_by": "demonstration",
                                                    "teacher_template": "same_facts", "teacher_kind": "frozen"},
-
 }
 # Reference points trained and scored at every rung like the candidates, never promoted: SFT at the demo's setting
 # tells whether a rung is long enough for anything to learn.
