@@ -1,11 +1,12 @@
-"""Step time and peak memory of SDFT vs SFT on the same data and model (paper §5: SDFT ≈ 4x SFT wall clock).
+"""Step time and peak memory of SDFT vs SFT on the same data and model (paper §5: SDFT ≈ 4x SFT wall clock), and of
+LoRA-SDFT (rank 16, every linear layer of the decoder) vs full SDFT.
 
     python benchmarks/step_time.py                         # embedded model, knowledge task, batch 8
     python benchmarks/step_time.py --steps 6 --repeats 2 --max-new-tokens 64
 
 Each run is the kit's own training loop (`sdft_core.train.train`) in a fresh subprocess, so its peak resident memory
-is its own. The first optimizer step of every run is a warm-up and is not timed. Methods alternate (SFT, SDFT, SFT,
-SDFT, ...) so that a machine shared with other work slows both alike; the ratio is computed from medians.
+is its own. The first optimizer step of every run is a warm-up and is not timed. Runs alternate (SFT, SDFT, LoRA-SDFT,
+SFT, ...) so that a machine shared with other work slows all alike; ratios are computed from medians.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+# What each benchmarked run changes on top of the shared settings in `child`.
+RUNS = {"sft": {"method": "sft"}, "sdft": {"method": "sdft"}, "sdft_lora16": {"method": "sdft", "lora_rank": 16}}
 
-def child(method: str, steps: int, batch: int, max_new_tokens: int, output: str) -> dict:
+
+def child(run: str, steps: int, batch: int, max_new_tokens: int, output: str) -> dict:
     import torch
 
     from data_prep.knowledge import load_articles, load_questions, training_examples
@@ -28,13 +32,13 @@ def child(method: str, steps: int, batch: int, max_new_tokens: int, output: str)
 
     articles = load_articles()
     examples = training_examples(load_questions("train", articles=articles), articles)[: steps * batch]
-    config = TrainConfig(method=method, learning_rate=1e-5, epochs=1.0, batch_size=batch, micro_batch_size=batch,
+    config = TrainConfig(**RUNS[run], learning_rate=1e-5, epochs=1.0, batch_size=batch, micro_batch_size=batch,
                          warmup_steps=0, max_new_tokens=max_new_tokens, teacher_context="context_and_demonstration",
                          save_model=False)
     summary = train(config, examples, output, progress=False)
     rows = [json.loads(line) for line in (Path(output) / "metrics.jsonl").read_text().splitlines()][1:]
     parts = ("seconds_rollout", "seconds_teacher", "seconds_student")
-    return {"method": method, "threads": torch.get_num_threads(), "peak_rss_mb": summary["peak_rss_mb"],
+    return {"run": run, "threads": torch.get_num_threads(), "peak_rss_mb": summary["peak_rss_mb"],
             "seconds_step": [r["seconds_step"] for r in rows],
             **{p: statistics.median(r.get(p, 0.0) for r in rows) for p in parts},
             "completion_length": statistics.median(r.get("completion_length", 0.0) for r in rows)}
@@ -53,20 +57,20 @@ def main() -> None:
         print(json.dumps(child(args.child, args.steps, args.batch, args.max_new_tokens, args.output)))
         return
 
-    results: dict[str, list[dict]] = {"sft": [], "sdft": []}
+    results: dict[str, list[dict]] = {run: [] for run in RUNS}
     for _ in range(args.repeats):
-        for method in results:
+        for run in results:
             with tempfile.TemporaryDirectory() as output:
-                command = [sys.executable, __file__, "--child", method, "--output", output, "--steps",
+                command = [sys.executable, __file__, "--child", run, "--output", output, "--steps",
                            str(args.steps), "--batch", str(args.batch), "--max-new-tokens", str(args.max_new_tokens)]
                 done = subprocess.run(command, check=True, capture_output=True, text=True)
-                results[method].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                results[run].append(json.loads(done.stdout.strip().splitlines()[-1]))
     step = {m: statistics.median(s for r in rs for s in r["seconds_step"]) for m, rs in results.items()}
     peak = {m: max(r["peak_rss_mb"] for r in rs) for m, rs in results.items()}
     print(f"Embedded model (SmolLM2-135M, float32, CPU, {results['sdft'][0]['threads']} threads), knowledge task, "
           f"batch {args.batch}, SDFT completions ≤ {args.max_new_tokens} tokens; median over "
-          f"{args.repeats} × {args.steps - 1} timed steps per method")
-    print("| method | s / step | rollout s | teacher s | student fwd+bwd s | peak RSS (MB) |")
+          f"{args.repeats} × {args.steps - 1} timed steps per run")
+    print("| run | s / step | rollout s | teacher s | student fwd+bwd s | peak RSS (MB) |")
     print("|---|---:|---:|---:|---:|---:|")
     for method, runs in results.items():
         parts = [statistics.median(r[p] for r in runs) for p in ("seconds_rollout", "seconds_teacher",
@@ -75,6 +79,8 @@ def main() -> None:
               f"{peak[method]:.0f} |")
     print(f"\nSDFT / SFT step time: {step['sdft'] / step['sft']:.2f}x   (paper, Qwen2.5-7B on GPU: ≈ 4x)")
     print(f"SDFT / SFT peak memory: {peak['sdft'] / peak['sft']:.2f}x")
+    print(f"LoRA-SDFT / full SDFT step time: {step['sdft_lora16'] / step['sdft']:.2f}x, peak memory: "
+          f"{peak['sdft_lora16'] / peak['sdft']:.2f}x")
 
 
 if __name__ == "__main__":

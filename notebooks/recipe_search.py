@@ -18,7 +18,7 @@
 results_dir = "results/tiny"
 candidates = []  # names in sdft_core.recipe_search.CANDIDATES; empty: all
 rungs = []  # [[articles, keep], ...]; empty: recipe_search.RUNGS
-controls = True  # train the SFT control at every rung
+controls = True  # train the SFT control at every rung and the budget probe at rung 1 (reference points)
 base_overrides = {}  # TrainConfig fields changed for every candidate (the test suite's sizes)
 
 # %%
@@ -29,5 +29,6 @@ from sdft_core import recipe_search
 chosen = {name: recipe_search.CANDIDATES[name] for name in candidates or recipe_search.CANDIDATES}
 table = recipe_search.search(Path(results_dir) / "recipe_search", chosen,
                              tuple(recipe_search.Rung(*r) for r in rungs) or recipe_search.RUNGS,
-                             recipe_search.CONTROLS if controls else {}, base_overrides=base_overrides)
+                             recipe_search.CONTROLS if controls else {}, base_overrides=base_overrides,
+                             probes=recipe_search.BUDGET_PROBES if controls else {})
 table

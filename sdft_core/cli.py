@@ -4,6 +4,7 @@
     accelerate launch --multi_gpu --num_processes 2 -m sdft_core.cli train --task knowledge --output-dir ... \
         --batch-size 8 --micro-batch-size 4 [--sharding fsdp] [--device cpu]
     python -m sdft_core.cli train --task knowledge --preset paper_as_run --output-dir ...
+    python -m sdft_core.cli train --task knowledge --lora-rank 16 --output-dir ...     # LoRA (sdft_core/lora.py)
 
 Every TrainConfig field is a flag (underscores become dashes); `--help` shows each field's documentation.
 """
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         if base is bool:
             train.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
                                help=docs.get(field.name))
+        elif typing.get_origin(kind) is list:  # e.g. --lora-target-modules q_proj v_proj
+            train.add_argument(flag, nargs="+", type=typing.get_args(kind)[0], default=None, help=docs.get(field.name))
         else:
             train.add_argument(flag, type=base, default=None, help=docs.get(field.name))
     return parser

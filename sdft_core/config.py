@@ -40,6 +40,20 @@ class TrainConfig:
     processes (PyTorch FSDP2, ZeRO-3 style), which a 7B model with a float32 EMA teacher and AdamW needs on 80 GB
     GPUs. Both compute the same update (tested), so this field is not part of the run id. One process: ignored."""
 
+    # --- Parameter-efficient fine-tuning (LoRA, sdft_core/lora.py) ------------------------------------------------
+    lora_rank: int | None = None
+    """None: full fine-tuning (the paper). An integer r: train a rank-r LoRA adapter over the frozen base instead;
+    the EMA teacher becomes a second adapter over the same base (README "LoRA"), so the base is held once. The
+    saved model/ is the merged student (every evaluation works unchanged); adapter/ holds the adapter alone."""
+    lora_alpha: float = 32.0
+    """LoRA scaling numerator: the adapter's update is (lora_alpha / lora_rank)·B·A."""
+    lora_dropout: float = 0.0
+    """Dropout on the adapter's input during training (0: the student and its scored rollouts see the same model)."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                    "gate_proj", "up_proj", "down_proj"])
+    """Module names that get an adapter: every linear layer of a Llama/Qwen2 decoder block (attention and MLP), as
+    the public LoRA reproductions of the paper do. The output head and embeddings cannot be adapted here."""
+
     # --- Optimisation (paper Tables 3 and 4: AdamW, cosine with 10 warmup steps, grad clip 1, no weight decay) ------
     learning_rate: float = 1e-5
     """Peak learning rate of AdamW."""
@@ -169,6 +183,13 @@ class TrainConfig:
             # Each process draws its own guided rows, so processes would run different numbers of sharded forwards.
             raise ValueError("guided_fraction is not supported with sharding='fsdp'; use sharding='replicate'")
         self.divergence()  # validates direction, jsd_beta range is checked when used, topk and its support
+        if self.lora_rank is not None:
+            if self.lora_rank < 1:
+                raise ValueError(f"lora_rank must be None (full fine-tuning) or ≥ 1, got {self.lora_rank}")
+            if self.sharding == "fsdp":
+                raise ValueError("lora_rank with sharding='fsdp' is not supported (peft adapters under FSDP2 "
+                                 "fully_shard are untested here); use sharding='replicate': a LoRA run keeps one "
+                                 "base and small adapters per process")
         if self.estimator != "analytic" and self.direction != "reverse":
             raise ValueError(f"estimator={self.estimator!r} is only defined for direction='reverse'")
 

@@ -107,15 +107,19 @@ def fact_token_mask(tokenizer, text: str, facts: list[list[str]]) -> tuple[list[
 
 
 @torch.no_grad()
-def answer_logprobs(model, tokenizer, items, batch_size: int = 8) -> dict:
+def answer_logprobs(model, tokenizer, items, batch_size: int = 8, context: str = STUDENT,
+                    template: str = "paper") -> dict:
     """How likely the model finds the correct answers of evaluation items, asked with the question alone: the mean
     per-token log π(answer | question) over all answer tokens and over the tokens of the facts (items with
     `reference["facts"]`). A finer measure of what a model learned than greedy accuracy, which stays at 0 until a
-    whole multi-token fact is the argmax."""
+    whole multi-token fact is the argmax. With a teacher `context` ("demonstration": the answer itself in the
+    teacher's `template`), it measures how sure the teacher is of the answer it reads: the sharpest target SDFT can
+    distil on those tokens."""
     items = [item for item in items if item.demonstration]
     if not items:
         raise ValueError("answer_logprobs needs items with a demonstration (a correct answer)")
-    prompts = _prompts(tokenizer, [Example(i.id, i.prompt, i.demonstration) for i in items], STUDENT, "paper")
+    prompts = _prompts(tokenizer, [Example(i.id, i.prompt, i.demonstration, i.context) for i in items], context,
+                       template)
     encoded = [fact_token_mask(tokenizer, i.demonstration, i.reference.get("facts", [])) for i in items]
     logp = completion_logprobs(model, prompts, [ids for ids, _ in encoded], tokenizer.pad_token_id, batch_size)
     facts = [value for row, (_, mask) in zip(logp, encoded) for value, on in zip(row.tolist(), mask) if on]

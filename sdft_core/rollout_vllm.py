@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from sdft_core.lora import is_lora, merged_state_dict
 from sdft_core.rollout import Batch, completion_mask, full_named_parameters, left_pad, right_pad
 
 
@@ -82,18 +83,21 @@ class VLLMSampler:
             self.client.init_communicator(device=torch.cuda.current_device())
 
     def sync_weights(self, model: torch.nn.Module) -> None:
-        """Push the student's current weights into the engine (after every optimizer step)."""
+        """Push the student's current weights into the engine (after every optimizer step). A LoRA student is pushed
+        merged (base + adapter, under the base model's names): the engine needs no LoRA support, at the cost of
+        sending every weight each step (unverified on a GPU, like the rest of this module)."""
+        named = list(merged_state_dict(model).items()) if is_lora(model) else None
         if self.mode == "server":
             metadata = [(name, str(parameter.dtype).removeprefix("torch."), list(parameter.shape))
-                        for name, parameter in model.named_parameters()]
-            self.client.update_named_params(metadata, full_named_parameters(model))
+                        for name, parameter in (named or model.named_parameters())]
+            self.client.update_named_params(metadata, named or full_named_parameters(model))
             self.client.reset_prefix_cache()
             return
         if not self.weights_awake:
             self.llm.wake_up(tags=["weights"])  # loading into offloaded weights would write to freed memory
             self.weights_awake = True
         engine_model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-        engine_model.load_weights(full_named_parameters(model))
+        engine_model.load_weights(named or full_named_parameters(model))
         self.llm.reset_prefix_cache()
 
     def sample(self, prompts: list[list[int]], max_new_tokens: int, temperature: float, top_p: float, seed: int,

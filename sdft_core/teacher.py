@@ -6,14 +6,21 @@
   teaching notebook); the gap then persists and is applied on later steps, so the teacher lags, it does not drift.
 - "frozen": φ = θ_0, the base model, never updated.
 - "live": φ = θ, the current student (no copy; the paper finds this unstable).
+
+With a LoRA student (sdft_core/lora.py) no copy of the model is made: the EMA teacher is a second adapter over the
+same frozen base, the frozen teacher is the base with adapters off, and every teacher forward runs inside
+`teacher.forwarding()`, which switches to the teacher's adapter and back.
 """
 
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 
 import torch
 from torch.distributed.tensor import DTensor
+
+from sdft_core.lora import add_ema_adapter, adapter_for_teacher, is_lora
 
 TEACHER_KINDS = ("ema", "frozen", "live")
 
@@ -25,17 +32,30 @@ class Teacher:
         if not 0.0 < ema_alpha <= 1.0:
             raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha}")
         self.kind, self.ema_alpha = kind, ema_alpha
-        if kind == "live":
-            self.model = student
+        self.lora = is_lora(student)
+        self.ema_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if kind == "live" or self.lora:
+            self.model = student  # LoRA: one base, the teacher's adapter switched on in forwarding()
+            if self.lora and kind == "ema":
+                self.ema_pairs = add_ema_adapter(student)
         else:
             self.model = copy.deepcopy(student).to(torch.float32)
             self.model.requires_grad_(False)
             self.model.eval()
 
+    def forwarding(self):
+        """Context for a teacher forward: with LoRA, the teacher's adapter (or none, frozen) is active within it."""
+        return adapter_for_teacher(self.model, self.kind) if self.lora else nullcontext()
+
     @torch.no_grad()
     def update(self, student: torch.nn.Module) -> None:
         """Call after each optimizer step."""
         if self.kind != "ema":
+            return
+        if self.lora:  # adapter weights only: the base is shared and frozen
+            teacher_params = [t for t, _ in self.ema_pairs]
+            student_params = [s.detach().to(torch.float32) for _, s in self.ema_pairs]
+            torch._foreach_lerp_(teacher_params, student_params, self.ema_alpha)
             return
         # Sharded (FSDP) teacher and student hold the same shards of the same parameters: update shard by shard.
         teacher_params = [_local(p) for p in self.model.parameters()]

@@ -46,6 +46,7 @@ from transformers import get_cosine_schedule_with_warmup
 from sdft_core.config import TEACHER_METHODS, TrainConfig
 from sdft_core.data import Example
 from sdft_core.io import atomic_write, fingerprint, provenance, read_json, write_json, write_jsonl
+from sdft_core.lora import adapter_state_dict, apply_lora, is_lora, load_adapter_state_dict, merged_state_dict
 from sdft_core.loss import distillation_loss, likelihood_loss
 from sdft_core.model import load_model, load_tokenizer, resolve_model_path, weights_fingerprint
 from sdft_core.prompts import TruncationCounter, encode, student_prompt_ids, teacher_prompt_ids
@@ -217,8 +218,9 @@ def sample_rollouts(loop: Loop, seed: int, student_prompts, teacher_prompts, dem
         guide = [demonstrations[i] for i in rows]
     else:
         torch.manual_seed(seed + 1)
-        guide = completion_tokens(generate(loop.teacher.model, tokenizer, [teacher_prompts[i] for i in rows],
-                                        config.max_new_tokens, config.temperature, config.top_p))
+        with loop.teacher.forwarding():
+            guide = completion_tokens(generate(loop.teacher.model, tokenizer, [teacher_prompts[i] for i in rows],
+                                            config.max_new_tokens, config.temperature, config.top_p))
     for i, tokens in zip(rows, guide):
         completions[i] = tokens
     return _fixed_batch(student_prompts, completions, tokenizer.pad_token_id, next(loop.model.parameters()).device)
@@ -255,7 +257,7 @@ def distillation_step(loop: Loop, step: int, first_group: int, student_prompts, 
     loss_total = divergence_total = teacher_seconds = ratio_sum = capped = 0.0
     for index, (group, batch, weight) in enumerate(zip(groups, batches, weights)):
         teacher_started = time.perf_counter()
-        with torch.no_grad(), _autocast(config):
+        with torch.no_grad(), _autocast(config), loop.teacher.forwarding():
             teacher_hidden = completion_hidden(
                 loop.teacher.model, with_teacher_prompts(batch, teacher_prompts[group], tokenizer.pad_token_id))
         separate_teacher = loop.teacher.model is not loop.model
@@ -348,9 +350,10 @@ def _save_checkpoint(path: Path, run_id: str, step: int, student, teacher, optim
     """Full, unsharded state keyed by parameter names, so any process count and sharding can resume it. Every
     process calls this; the main one writes."""
     options = _FULL if isinstance(student, FSDPModule) else dcp_state.StateDictOptions(full_state_dict=True)
+    lora = is_lora(student)  # the adapters (the student's and the EMA teacher's) are all that changes
     state = {
-        "run_id": run_id, "step": step, "student": _full_state(student),
-        "teacher": _full_state(teacher.model) if teacher and teacher.kind != "live" else None,
+        "run_id": run_id, "step": step, "student": adapter_state_dict(student) if lora else _full_state(student),
+        "teacher": _full_state(teacher.model) if teacher and teacher.kind != "live" and not lora else None,
         "optimizer": dcp_state.get_optimizer_state_dict(student, optimizer, options=options),
         "scheduler": scheduler.state_dict(),
     }
@@ -361,8 +364,11 @@ def _save_checkpoint(path: Path, run_id: str, step: int, student, teacher, optim
 def _restore_checkpoint(path: Path, student, teacher, optimizer, scheduler) -> int:
     state = torch.load(path, map_location="cpu", weights_only=True)
     options = dcp_state.StateDictOptions(full_state_dict=True)
-    dcp_state.set_model_state_dict(student, state["student"], options=options)
-    if teacher and teacher.kind != "live":
+    if is_lora(student):
+        load_adapter_state_dict(student, state["student"])
+    else:
+        dcp_state.set_model_state_dict(student, state["student"], options=options)
+    if state["teacher"] is not None:
         dcp_state.set_model_state_dict(teacher.model, state["teacher"], options=options)
     dcp_state.set_optimizer_state_dict(student, optimizer, state["optimizer"], options=options)
     scheduler.load_state_dict(state["scheduler"])
@@ -376,7 +382,7 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
     return [row for row in rows if row["step"] <= up_to_step]
 
 
-def teacher_samples(teacher_model, tokenizer, examples, teacher_prompts, config: TrainConfig, cache: Path,
+def teacher_samples(teacher: Teacher, tokenizer, examples, teacher_prompts, config: TrainConfig, cache: Path,
                     run_id: str, write: bool = True) -> list[list[int]]:
     """One sample per example from the teacher's context (for offline distillation and SFT on teacher samples;
     paper §4.5). Generated in fixed batches of 8 from `config.seed`, so both offline methods see the same samples;
@@ -386,8 +392,9 @@ def teacher_samples(teacher_model, tokenizer, examples, teacher_prompts, config:
     torch.manual_seed(config.seed)  # the same samples whatever the method and process count
     samples: list[list[int]] = []
     for group in tqdm(_groups(len(examples), 8), desc="teacher samples", mininterval=2.0, ncols=100):
-        batch = generate(teacher_model, tokenizer, teacher_prompts[group], config.max_new_tokens, config.temperature,
-                         config.top_p)
+        with teacher.forwarding():
+            batch = generate(teacher.model, tokenizer, teacher_prompts[group], config.max_new_tokens,
+                             config.temperature, config.top_p)
         samples += completion_tokens(batch)
     rows = [{"id": e.id, "tokens": t, "text": tokenizer.decode(t, skip_special_tokens=True)}
             for e, t in zip(examples, samples)]
@@ -399,6 +406,9 @@ def teacher_samples(teacher_model, tokenizer, examples, teacher_prompts, config:
 def run_id_for(config: TrainConfig, examples: list[Example]) -> str:
     values = dataclasses.asdict(config)
     del values["sharding"]  # how the state is spread over processes does not change the result
+    if config.lora_rank is None:  # the other LoRA fields do nothing without an adapter (and full runs keep their ids)
+        for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules"):
+            del values[name]
     return fingerprint(values, [dataclasses.asdict(e) for e in examples])
 
 
@@ -439,6 +449,11 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
     model = load_model(config.model, config.dtype, config.device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if config.lora_rank is not None:
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()  # the frozen embeddings' output must carry grad for recomputation
+        model = apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_dropout,
+                           config.lora_target_modules)
     model.train()
     teacher = None
     if config.method in TEACHER_METHODS:
@@ -449,7 +464,8 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
         shard(model, config.device, world)
         if teacher and teacher.model is not model:
             shard(teacher.model, config.device, world)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
     repeats = config.rollouts_per_prompt if config.method == "sdft" else 1
     order = data_order(len(examples), config.epochs, config.seed, repeats)
     total_steps = math.ceil(len(order) / config.batch_size)
@@ -469,7 +485,7 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
                   f"max_teacher_prompt_tokens={config.max_teacher_prompt_tokens} and were shortened "
                   f"({truncation.tokens_removed} tokens of privileged text removed in total).")
     if config.method in ("offline_distill", "sft_teacher_samples"):
-        targets = teacher_samples(teacher.model, tokenizer, examples, teacher_prompts, config,
+        targets = teacher_samples(teacher, tokenizer, examples, teacher_prompts, config,
                                   output_dir / "teacher_samples.json", run_id, write=main)
     elif config.method != "sdft" or config.guided_by == "demonstration":
         targets = [encode(tokenizer, e.demonstration) + [tokenizer.eos_token_id] for e in examples]
@@ -545,13 +561,18 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
         "teacher_prompts_truncated": truncation.truncated,
         "final_loss": metrics[-1]["loss"] if metrics else None,
     }
-    weights = _full_state(model) if config.save_model else None
+    lora = is_lora(model)
+    weights = (merged_state_dict(model) if lora else _full_state(model)) if config.save_model else None
     if main:
         if config.save_model:
             staging = output_dir / "model.partial"
             shutil.rmtree(staging, ignore_errors=True)
-            model.save_pretrained(staging, state_dict=weights)
+            # A LoRA student is saved merged, as a plain model that every evaluation loads unchanged.
+            (model.get_base_model() if lora else model).save_pretrained(staging, state_dict=weights)
             tokenizer.save_pretrained(staging)
+            if lora:
+                shutil.rmtree(output_dir / "adapter", ignore_errors=True)
+                model.save_pretrained(output_dir / "adapter", selected_adapters=["default"])
             shutil.rmtree(output_dir / "model", ignore_errors=True)
             staging.rename(output_dir / "model")
             summary["weights_fingerprint"] = weights_fingerprint(str(output_dir / "model"))

@@ -24,3 +24,24 @@ def test_kl_memory_prints_chunked_and_unchunked_peaks():
     out = run(str(BENCHMARKS / "kl_memory.py"), "--batch", "1", "--hidden", "16", "--vocab", "512",
               "--lengths", "32", "--chunk", "8", "--no-ema")
     assert "| 32 |" in out
+
+
+def test_lora_memory_counts_the_adapters_peft_trains(tiny_model_dir):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import lora_memory
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from sdft_core.lora import apply_lora
+    from sdft_core.model import load_model
+
+    base, adapter = lora_memory.parameter_counts(str(Path(tiny_model_dir) / "config.json"), rank=4)
+    model = load_model(tiny_model_dir)
+    assert base == sum(p.numel() for p in model.parameters())
+    wrapped = apply_lora(model, 4, 8.0, 0.0, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                              "down_proj"])
+    # Per decoder layer: r·(in + out) for each adapted linear layer (hidden 32, MLP 64, 2 KV heads of 8 dims).
+    per_layer = 4 * ((32 + 32) * 2 + (32 + 16) * 2 + (32 + 64) * 3)
+    assert adapter == sum(p.numel() for p in wrapped.parameters() if p.requires_grad) == 2 * per_layer
+    parts = lora_memory.budgets(7_000_000_000, 40_000_000)
+    assert sum(parts["full SDFT"].values()) == 16 * 7  # 2 + 2 + 8 + 4 bytes per parameter

@@ -57,6 +57,24 @@ def test_two_processes_match_one_process(tmp_path, tiny_model_dir, method, shard
 
 
 @pytest.mark.slow
+def test_lora_sdft_in_two_processes_matches_one_process(tmp_path, tiny_model_dir):
+    """DDP over a LoRA student (only the adapter is trainable; the EMA teacher is a second adapter on every process);
+    the saved model is the merged student. Also the CLI's list flag (--lora-target-modules)."""
+    extra = ["--method", "sdft", "--lora-rank", "4", "--lora-target-modules", "q_proj", "v_proj"]
+    one_process(tiny_model_dir, tmp_path / "one", *extra)
+    two_processes(tiny_model_dir, tmp_path / "two", *extra)
+    assert read_json(tmp_path / "one" / "config.json")["config"]["lora_target_modules"] == ["q_proj", "v_proj"]
+    single, double = weights(tmp_path / "one"), weights(tmp_path / "two")
+    initial = load_file(f"{tiny_model_dir}/model.safetensors")
+    for key in single:
+        torch.testing.assert_close(double[key], single[key], rtol=1e-4, atol=1e-6)
+    changed = {k for k in single if not torch.equal(single[k], initial[k])}
+    assert changed and all("q_proj" in k or "v_proj" in k for k in changed)  # only the adapted layers moved
+    with pytest.raises(AssertionError, match="fsdp"):
+        two_processes(tiny_model_dir, tmp_path / "fsdp", *extra, "--sharding", "fsdp")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
 def test_checkpoint_from_two_processes_resumes_in_one(tmp_path, tiny_model_dir, sharding):
     extra = ["--method", "sdft", "--checkpoint-every", "1"]

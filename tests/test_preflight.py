@@ -151,15 +151,18 @@ def test_fact_tokens_are_the_tokens_overlapping_an_alias(embedded_tokenizer):
     assert marked.replace(" ", "") == "Kessrinmarch2025"
 
 
-def test_answer_logprobs_average_the_answer_and_fact_tokens(tiny):
+@pytest.mark.parametrize("context", [preflight.STUDENT, "demonstration", "context_and_demonstration"])
+def test_answer_logprobs_average_the_answer_and_fact_tokens(tiny, context):
     model, tokenizer = tiny
     items = [EvalItem(e.id, e.prompt, r, e.context, e.demonstration) for e, r in zip(EXAMPLES, REFERENCES)]
-    result = preflight.answer_logprobs(model, tokenizer, items, batch_size=2)
+    result = preflight.answer_logprobs(model, tokenizer, items, batch_size=2, context=context, template="same_facts")
     rows, facts = [], []
     for item in items:
         ids, mask = preflight.fact_token_mask(tokenizer, item.demonstration, item.reference["facts"])
-        logp, _ = reference_sampled_logp(model, student_prompt_ids(tokenizer, Example(item.id, item.prompt, ""), 512),
-                                         ids)
+        example = Example(item.id, item.prompt, item.demonstration, item.context)
+        prompt = (student_prompt_ids(tokenizer, example, 512) if context == preflight.STUDENT
+                  else teacher_prompt_ids(tokenizer, example, 4096, context, template="same_facts"))
+        logp, _ = reference_sampled_logp(model, prompt, ids)
         rows += logp.tolist()
         facts += [value for value, on in zip(logp.tolist(), mask) if on]
     assert result["answer_logprob"] == pytest.approx(sum(rows) / len(rows), abs=1e-5)

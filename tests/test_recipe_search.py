@@ -25,7 +25,7 @@ def test_article_subset_keeps_train_and_val_of_the_first_articles_only():
 
 def test_halving_promotes_by_strict_then_fact_logprob_and_never_a_control(tmp_path, monkeypatch):
     scores = {("a", 1): (0.0, -3.0), ("b", 1): (0.1, -5.0), ("c", 1): (0.0, -1.0), ("sft", 1): (0.9, 0.0),
-              ("b", 2): (0.2, -2.0), ("c", 2): (0.3, -4.0), ("sft", 2): (0.9, 0.0)}
+              ("probe", 1): (0.8, 0.0), ("b", 2): (0.2, -2.0), ("c", 2): (0.3, -4.0), ("sft", 2): (0.9, 0.0)}
     calls = []
 
     def fake(results_dir, name, overrides, rung, task, base_overrides=None):
@@ -35,14 +35,17 @@ def test_halving_promotes_by_strict_then_fact_logprob_and_never_a_control(tmp_pa
                 "val_fact_logprob": logprob, "config": overrides}
 
     monkeypatch.setattr(recipe_search, "run_candidate", fake)
+    monkeypatch.setattr(recipe_search, "reference_logprobs", lambda results_dir, rung, task: [{"rung": rung}])
     table = recipe_search.search(tmp_path, {"a": {}, "b": {}, "c": {}},
-                                 (recipe_search.Rung(2, 2), recipe_search.Rung(0, 1)), {"sft": {"method": "sft"}})
-    # Rung 1: b (strict 0.1) and c (best log-prob among the ties at 0) go on; a and the control do not.
-    assert calls == [("a", 1, 20), ("b", 1, 20), ("c", 1, 20), ("sft", 1, 20), ("b", 2, 80), ("c", 2, 80),
-                     ("sft", 2, 80)]
+                                 (recipe_search.Rung(2, 2), recipe_search.Rung(0, 1)), {"sft": {"method": "sft"}},
+                                 probes={"probe": {"epochs": 8.0}})
+    # Rung 1: b (strict 0.1) and c (best log-prob among the ties at 0) go on; a, the control and the budget probe
+    # (rung 1 only) do not, though the last two score higher.
+    assert calls == [("a", 1, 20), ("b", 1, 20), ("c", 1, 20), ("sft", 1, 20), ("probe", 1, 20), ("b", 2, 80),
+                     ("c", 2, 80), ("sft", 2, 80)]
     chosen = table[table.chosen]
     assert list(chosen.candidate) == ["c"] and list(chosen.rung) == [2]
-    assert list(table.control) == [False, False, False, True, False, False, True]
+    assert list(table.control) == [False, False, False, True, True, False, False, True]
     assert json.loads((tmp_path / "summary.json").read_text())[-1]["candidate"] == "sft"
 
 
