@@ -17,7 +17,7 @@
 results_dir = "results/tiny"
 title = "Fig. 7: teacher context"
 figure_name = "fig7_teacher_context"
-rows = {"both": "knowledge_ablation_reference"}  # label: evaluation name
+rows = {"answer": "knowledge_sdft"}  # label: evaluation name
 split = "test"
 metric = "strict"
 paper = {}  # label: the paper's number, where it gives one

@@ -142,6 +142,9 @@ TINY_KNOWLEDGE = {
              "warmup_steps": 4, "max_new_tokens": 48, "direction": "forward", "teacher_kind": "ema", "ema_alpha": 0.01,
              "teacher_context": "demonstration", "temperature": 1.0, **MIXTURE_ROLLOUTS},
 }
+# LoRA SDFT on the knowledge task: the recipe with a rank-16 adapter, at the learning rate chosen on validation by
+# `python -m sdft_core.recipe_search --lora` (results/tiny/recipe_search_lora/; tests/test_recipe_search.py checks).
+KNOWLEDGE_LORA = {"lora_rank": 16, "learning_rate": 1e-2}
 SMOKE_KNOWLEDGE = {
     "sft": {"method": "sft", "learning_rate": 1e-4, "epochs": 1.0, "batch_size": 2, "micro_batch_size": 1,
             "max_train_examples": 4},
@@ -187,8 +190,8 @@ class Sizes:
     knowledge: dict  # Table 1's SFT and SDFT runs
     skill_runs: dict  # SFT / DFT / SDFT on the skill task, one run per learning rate
     learning_rates: tuple[float, ...]
-    ablation: dict  # the shared short SDFT setting of Fig. 7, Fig. 8 and A.1
-    ablation_variants: tuple[str, ...]
+    ablation_variants: tuple[str, ...]  # Fig. 7, Fig. 8 and A.1: names in ABLATION_VARIANTS, each one field off the
+    # knowledge recipe (knowledge["sdft"]), whose own runs are the shared reference
     sequence: tuple[str, ...]  # Fig. 3's tasks, in training order
     prior: dict  # prior-capability suite sizes
     evaluation: dict = field(default_factory=dict)  # extra evaluate-notebook parameters
@@ -203,10 +206,15 @@ class Sizes:
     train_limit: dict = field(default_factory=dict)  # extra train parameters for every run (smoke: fewer examples)
 
 
+# The ablations change one field of the knowledge recipe (teacher context "demonstration", EMA teacher, analytic
+# forward KL, mixture rollouts guided by the demonstration); the recipe's own runs (knowledge_sdft, every seed) are the
+# reference row of all three figures. With the demonstration as the guide, the answer also reaches the student
+# through the guided rollouts whatever the teacher sees: Fig. 7 here measures the teacher context *within* the
+# recipe (how good a target each context makes on the same rollouts), not SDFT without the answer.
 ABLATION_VARIANTS = {
-    "ablation_reference": {}, "context_text": {"teacher_context": "context"},
-    "context_answer": {"teacher_context": "demonstration"}, "teacher_frozen": {"teacher_kind": "frozen"},
-    "teacher_live": {"teacher_kind": "live"}, "estimator_token": {"estimator": "token", "direction": "reverse"},
+    "context_text": {"teacher_context": "context"}, "context_both": {"teacher_context": "context_and_demonstration"},
+    "teacher_frozen": {"teacher_kind": "frozen"}, "teacher_live": {"teacher_kind": "live"},
+    "estimator_token": {"estimator": "token", "direction": "reverse"},
     "estimator_rao_blackwell": {"estimator": "rao_blackwell", "direction": "reverse"},
     "estimator_analytic_reverse": {"direction": "reverse"},
 }
@@ -217,9 +225,6 @@ TINY_SIZES = Sizes(
                 "sdft": {"method": "sdft", "epochs": 2.0, "batch_size": 8, "micro_batch_size": 8,
                          "direction": "forward", **MIXTURE_ROLLOUTS}},
     learning_rates=(1e-4, 3e-4),
-    ablation={"method": "sdft", "learning_rate": 1.5e-4, "epochs": 1.0, "batch_size": 8, "micro_batch_size": 8,
-              "max_new_tokens": 32, "direction": "forward", "teacher_kind": "ema", "ema_alpha": 0.01,
-              "teacher_context": "context_and_demonstration", "estimator": "analytic"},
     ablation_variants=tuple(ABLATION_VARIANTS),
     sequence=("tool_use", "extraction", "knowledge"),
     prior={"mmlu_questions": 60, "ifeval_prompts": 12, "humaneval_problems": 6, "ifeval_max_new_tokens": 256,
@@ -231,8 +236,7 @@ SMOKE_SIZES = Sizes(
     skill_runs={"sft": {"method": "sft", **_SMOKE_RUN}, "dft": {"method": "dft", **_SMOKE_RUN},
                 "sdft": {"method": "sdft", **_SMOKE_RUN, "direction": "forward", **MIXTURE_ROLLOUTS}},
     learning_rates=(1e-4,),
-    ablation={"method": "sdft", "learning_rate": 1e-4, **_SMOKE_RUN, "teacher_context": "context_and_demonstration"},
-    ablation_variants=("ablation_reference", "context_text"),
+    ablation_variants=("context_text",),
     sequence=("extraction", "knowledge"),
     prior={"mmlu_questions": 2, "ifeval_prompts": 1, "humaneval_problems": 1, "ifeval_max_new_tokens": 8,
            "humaneval_max_new_tokens": 8},
@@ -255,8 +259,8 @@ BASE_MODEL = "embedded:smollm2-135m-instruct"
 def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> list[Step]:
     plan = Plan(results_dir, seeds)
     limit, evaluation = sizes.train_limit, sizes.evaluation
-    figures = [knowledge_table(plan, sizes.knowledge, {**evaluation, "max_general_prompts": 2} if evaluation
-                               else {}, sizes.preflight)]
+    knowledge_evaluation = {**evaluation, "max_general_prompts": 2} if evaluation else {}
+    figures = [knowledge_table(plan, sizes.knowledge, knowledge_evaluation, sizes.preflight)]
     # The pre-flight of the skill tasks under the skill runs' SDFT settings: why SDFT can or cannot learn them.
     figures += [preflight(plan, task, sizes.skill_runs["sdft"], **sizes.preflight) for task in ("extraction",
                                                                                                "tool_use")]
@@ -303,23 +307,32 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
     figures.append(plan.add("table1", "knowledge_report", {"rows": rows, "name": "table1_knowledge"},
                             evaluations_done(*rows.values())))
 
+    # LoRA SDFT beside full SDFT and SFT, with the same forgetting measures (README "LoRA").
+    train("knowledge_sdft_lora", "knowledge", **{**sizes.knowledge["sdft"], **KNOWLEDGE_LORA})
+    rows = {"base": ["knowledge_base"], "sft": plan.over_seeds("knowledge_sft"),
+            "sdft": plan.over_seeds("knowledge_sdft"),
+            "sdft_lora": plan.evaluate("knowledge_sdft_lora", "knowledge", "knowledge_sdft_lora",
+                                       splits=["test", "ood"], **knowledge_evaluation)}
+    figures.append(plan.add("knowledge_lora", "knowledge_report", {"rows": rows, "name": "knowledge_lora"},
+                            evaluations_done(*rows.values())))
+
     # Ablations (Fig. 7 teacher context, Fig. 8 teacher kind, A.1 estimators and KL direction).
-    ablations = {}
+    ablations = {"recipe": plan.over_seeds("knowledge_sdft")}
     for variant in sizes.ablation_variants:
-        train(f"knowledge_{variant}", "knowledge", **{**sizes.ablation, **ABLATION_VARIANTS[variant]})
+        train(f"knowledge_{variant}", "knowledge", **{**sizes.knowledge["sdft"], **ABLATION_VARIANTS[variant]})
         ablations[variant] = evaluate(f"knowledge_{variant}", "knowledge", f"knowledge_{variant}")
     comparisons = {
         "fig7_teacher_context": ("Fig. 7: teacher context (knowledge acquisition, strict accuracy)",
-                                 {"text": "context_text", "answer": "context_answer", "both": "ablation_reference"},
+                                 {"text": "context_text", "answer": "recipe", "both": "context_both"},
                                  "strict", {"text": 75, "both": 89}),
         "fig8_teacher_kind": ("Fig. 8: teacher parameterisation (knowledge acquisition, lenient accuracy)",
-                              {"EMA": "ablation_reference", "frozen base": "teacher_frozen",
-                               "live student": "teacher_live"}, "lenient", {}),
+                              {"EMA": "recipe", "frozen base": "teacher_frozen", "live student": "teacher_live"},
+                              "lenient", {}),
         "appendix_a1_estimators": ("Appendix A.1: KL gradient estimators (knowledge acquisition, lenient accuracy)",
                                    {"analytic (reverse)": "estimator_analytic_reverse",
                                     "token (reverse)": "estimator_token",
                                     "Rao-Blackwell (reverse)": "estimator_rao_blackwell",
-                                    "analytic (forward)": "ablation_reference"}, "lenient", {}),
+                                    "analytic (forward)": "recipe"}, "lenient", {}),
     }
     comparisons = {figure: (title, {label: ablations[v] for label, v in rows.items() if v in ablations}, metric,
                             paper)

@@ -63,18 +63,24 @@ def add_ema_adapter(model: PeftModel) -> list[tuple[torch.Tensor, torch.Tensor]]
 @contextmanager
 def adapter_for_teacher(model: PeftModel, kind: str):
     """Within the block, forwards of `model` are the teacher's: the EMA adapter ("ema"), no adapter ("frozen"), or the
-    student's own ("live"). The student's adapter is active and trainable again afterwards."""
-    if kind == "frozen":
-        with model.disable_adapter():
+    student's own ("live"), in eval mode (no adapter dropout: the full-model teacher is an eval-mode copy too). The
+    student's adapter is active and trainable, and the training mode restored, afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        if kind == "frozen":
+            with model.disable_adapter():
+                yield
+        elif kind == "ema":
+            model.set_adapter(EMA_ADAPTER, inference_mode=True)
+            try:
+                yield
+            finally:
+                model.set_adapter(STUDENT_ADAPTER)
+        else:
             yield
-    elif kind == "ema":
-        model.set_adapter(EMA_ADAPTER, inference_mode=True)
-        try:
-            yield
-        finally:
-            model.set_adapter(STUDENT_ADAPTER)
-    else:
-        yield
+    finally:
+        model.train(was_training)
 
 
 def adapter_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 
     python -m sdft_core.recipe_search                  # the search recorded in results/tiny/recipe_search/
     python -m sdft_core.recipe_search --list           # the candidates and the rungs, nothing run
+    python -m sdft_core.recipe_search --lora           # LoRA SDFT's learning rate (results/tiny/recipe_search_lora/)
 
 Every candidate is a set of TrainConfig fields on top of SEARCH_BASE. Rung 1 trains every candidate on the training
 questions of a few articles and scores it on the *validation* questions of those articles; the best `keep` go on to
@@ -86,6 +87,18 @@ CANDIDATES: dict[str, dict] = {
     # on: an optimisation gap, not a teacher one. Twice the learning rate, within the demo's time budget.
     "guided_demonstration_1.0_lr6e-4": {"guided_fraction": 1.0, "guided_by": "demonstration", "learning_rate": 6e-4},
 }
+# LoRA SDFT (`--lora`, one rung on all training and validation questions): the chosen recipe with a rank-16 adapter on
+# every linear layer of the decoder (TrainConfig.lora_*), at the recipe's learning rate and higher (an adapter's
+# update is a low-rank product that starts at 0: it usually needs a larger step than full fine-tuning).
+RECIPE = "guided_demonstration_1.0"
+LORA_CANDIDATES: dict[str, dict] = {
+    "lora16_lr3e-4": {**CANDIDATES[RECIPE], "lora_rank": 16},
+    "lora16_lr3e-3": {**CANDIDATES[RECIPE], "lora_rank": 16, "learning_rate": 3e-3},
+    # Added after the first two: 3e-3 was the best and at the edge of the grid (3e-4: 0 / 2.5 validation strict /
+    # lenient, 3e-3: 5.0 / 50.0), so the grid goes one step further.
+    "lora16_lr1e-2": {**CANDIDATES[RECIPE], "lora_rank": 16, "learning_rate": 1e-2},
+}
+
 # Reference points trained and scored like the candidates, never promoted. SFT at the demo's setting (every rung)
 # tells whether a rung is long enough for anything to learn.
 CONTROLS: dict[str, dict] = {"sft_control": {"method": "sft"}}
@@ -102,6 +115,7 @@ class Rung:
 
 
 RUNGS = (Rung(articles=3, keep=2), Rung(articles=0, keep=1))
+LORA_RUNGS = (Rung(articles=0, keep=1),)
 
 
 def article_subset(task: Task, articles: int) -> Task:
@@ -195,7 +209,13 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", default="results/tiny/recipe_search")
     parser.add_argument("--list", action="store_true", help="print the candidates and rungs and stop")
+    parser.add_argument("--lora", action="store_true", help="choose LoRA SDFT's learning rate on validation "
+                        "(LORA_CANDIDATES) instead; results in <results-dir>_lora")
     args = parser.parse_args(argv)
+    if args.lora:
+        print(search(Path(args.results_dir + "_lora"), LORA_CANDIDATES, LORA_RUNGS, {}, probes={})
+              .to_markdown(index=False, floatfmt=".3f"))
+        return
     if args.list:
         for name, overrides in CANDIDATES.items():
             print(f"{name}: {TrainConfig(**{**SEARCH_BASE, **overrides})}")

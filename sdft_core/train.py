@@ -5,7 +5,8 @@ A run lives in one folder:
   metrics.jsonl   one line per optimizer step
   checkpoint/     the latest resumable state (student, teacher, optimizer, scheduler, step); removed when done.
                   No RNG state is needed: every step reseeds from (seed, step, micro-batch).
-  model/          the final weights (safetensors) and tokenizer
+  model/          the final weights (safetensors) and tokenizer; with LoRA the merged student
+  adapter/        with LoRA only: the student's adapter (peft format)
   summary.json    written last: its presence with the same run id means "finished", and a rerun skips the run
 
 Multi-process training: launched with `accelerate launch` (e.g. `accelerate launch --multi_gpu --num_processes 2
@@ -46,7 +47,8 @@ from transformers import get_cosine_schedule_with_warmup
 from sdft_core.config import TEACHER_METHODS, TrainConfig
 from sdft_core.data import Example
 from sdft_core.io import atomic_write, fingerprint, provenance, read_json, write_json, write_jsonl
-from sdft_core.lora import adapter_state_dict, apply_lora, is_lora, load_adapter_state_dict, merged_state_dict
+from sdft_core.lora import (STUDENT_ADAPTER, adapter_state_dict, apply_lora, is_lora, load_adapter_state_dict,
+                            merged_state_dict)
 from sdft_core.loss import distillation_loss, likelihood_loss
 from sdft_core.model import load_model, load_tokenizer, resolve_model_path, weights_fingerprint
 from sdft_core.prompts import TruncationCounter, encode, student_prompt_ids, teacher_prompt_ids
@@ -571,8 +573,11 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
             (model.get_base_model() if lora else model).save_pretrained(staging, state_dict=weights)
             tokenizer.save_pretrained(staging)
             if lora:
+                adapter_staging = output_dir / "adapter.partial"
+                shutil.rmtree(adapter_staging, ignore_errors=True)
+                model.save_pretrained(adapter_staging, selected_adapters=[STUDENT_ADAPTER])
                 shutil.rmtree(output_dir / "adapter", ignore_errors=True)
-                model.save_pretrained(output_dir / "adapter", selected_adapters=["default"])
+                adapter_staging.rename(output_dir / "adapter")
             shutil.rmtree(output_dir / "model", ignore_errors=True)
             staging.rename(output_dir / "model")
             summary["weights_fingerprint"] = weights_fingerprint(str(output_dir / "model"))

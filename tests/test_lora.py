@@ -189,3 +189,18 @@ def test_lora_fields_are_validated_and_off_by_default_keeps_run_ids(tiny_model_d
     assert run_id_for(TrainConfig(), EXAMPLES) == run_id_for(TrainConfig(lora_alpha=1.0), EXAMPLES)
     assert run_id_for(TrainConfig(lora_rank=4), EXAMPLES) != run_id_for(TrainConfig(lora_rank=4, lora_alpha=1.0),
                                                                         EXAMPLES)
+
+
+def test_the_teacher_forward_runs_without_adapter_dropout(tiny_model_dir):
+    model = lora.apply_lora(load_model(tiny_model_dir), 4, 8.0, 0.5, TARGETS).train()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".lora_B." in name:
+                parameter.normal_()
+    teacher = Teacher(model, "ema")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        with teacher.forwarding():
+            first, second = model(ids).logits, model(ids).logits
+        assert torch.equal(first, second)
+        assert model.training and not torch.equal(model(ids).logits, model(ids).logits)  # the student's dropout

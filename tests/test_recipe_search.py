@@ -7,7 +7,7 @@ from pathlib import Path
 
 from data_prep.tasks import load_task
 from sdft_core import recipe_search
-from sdft_core.experiments import TINY_KNOWLEDGE
+from sdft_core.experiments import KNOWLEDGE_LORA, TINY_KNOWLEDGE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,3 +56,11 @@ def test_the_tiny_recipe_is_the_search_s_recorded_choice():
     best = max(finalists, key=lambda r: (r["val_strict"], r["val_fact_logprob"]))
     assert TINY_KNOWLEDGE["sdft"] == {**recipe_search.SEARCH_BASE, **recipe_search.CANDIDATES[best["candidate"]]}
     assert best["config"] == recipe_search.CANDIDATES[best["candidate"]]  # recorded with today's candidate fields
+
+
+def test_the_lora_settings_are_the_lora_search_s_recorded_choice():
+    rows = json.loads((REPO / "results" / "tiny" / "recipe_search_lora" / "summary.json").read_text())
+    best = max(rows, key=lambda r: (r["val_strict"], r["val_fact_logprob"]))
+    chosen = recipe_search.LORA_CANDIDATES[best["candidate"]]
+    assert best["config"] == chosen
+    assert {**TINY_KNOWLEDGE["sdft"], **KNOWLEDGE_LORA} == {**recipe_search.SEARCH_BASE, **chosen}
