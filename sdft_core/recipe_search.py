@@ -31,6 +31,7 @@ import pandas as pd
 from data_prep.tasks import Task, load_task
 from sdft_core.config import TrainConfig
 from sdft_core.evaluate import evaluate_model, up_to_date
+from sdft_core.experiments import MIXTURE_ROLLOUTS
 from sdft_core.io import fingerprint, read_json, write_json, write_text
 from sdft_core.model import load_model, load_tokenizer, weights_fingerprint
 from sdft_core.preflight import STUDENT, answer_logprobs
@@ -55,37 +56,35 @@ CANDIDATES: dict[str, dict] = {
     "guided_teacher_0.5": {"guided_fraction": 0.5},
     "guided_teacher_1.0": {"guided_fraction": 1.0},
     "guided_teacher_0.5_T0.5": {"guided_fraction": 0.5, "temperature": 0.5},
-    "guided_demonstration_0.5": {"guided_fraction": 0.5, "guided_by": "demonstration"},
+    "guided_demonstration_0.5": {**MIXTURE_ROLLOUTS, "guided_fraction": 0.5},
     "guided_teacher_1.0_T0.5": {"guided_fraction": 1.0, "temperature": 0.5},
-    "guided_demonstration_1.0": {"guided_fraction": 1.0, "guided_by": "demonstration"},
+    "guided_demonstration_1.0": MIXTURE_ROLLOUTS,
     # The teacher template (second round, after the pre-flight of the first winner): the paper's template asks for
     # "the thinking process", and the 135M teacher adds artefacts to its answers ("This is a classic example of
     # thinking outside the box"), which the student learns and which crowd the facts out of its answer budget.
     # "own_words" drops that phrase, "same_facts" also says the example is correct (pre-flight on 40 training
     # questions, results/tiny/preflight_knowledge_template_*.md: strict/lenient 65/88, 65/90, 70/95; the teacher's
     # greedy answers 33, 28 and 26 tokens long).
-    "guided_demonstration_1.0_own_words": {"guided_fraction": 1.0, "guided_by": "demonstration",
-                                           "teacher_template": "own_words"},
-    "guided_demonstration_1.0_same_facts": {"guided_fraction": 1.0, "guided_by": "demonstration",
-                                            "teacher_template": "same_facts"},
+    "guided_demonstration_1.0_own_words": {**MIXTURE_ROLLOUTS, "teacher_template": "own_words"},
+    "guided_demonstration_1.0_same_facts": {**MIXTURE_ROLLOUTS, "teacher_template": "same_facts"},
     "guided_teacher_1.0_same_facts": {"guided_fraction": 1.0, "teacher_template": "same_facts"},
     "answer_ctx_T1_same_facts": {"teacher_template": "same_facts"},
     # The first answer tokens out of the loss (the public Qwen3-0.6B recipe masks 3): the opening words are where the
     # template's artefacts start.
-    "guided_demonstration_1.0_same_facts_mask3": {"guided_fraction": 1.0, "guided_by": "demonstration",
-                                                  "teacher_template": "same_facts", "mask_first_tokens": 3},
+    "guided_demonstration_1.0_same_facts_mask3": {**MIXTURE_ROLLOUTS, "teacher_template": "same_facts",
+                                                  "mask_first_tokens": 3},
     # Which teacher (third round): the pre-flight of the first recipe's trained model as a teacher gave 28.8% strict
     # with the answer in context, against 62.5% for the base model: the EMA teacher (a third of the way to the student
     # after 40 steps at α = 0.01) loses the in-context copying that makes it a teacher. A frozen teacher keeps the
     # base model's ceiling.
-    "guided_demonstration_1.0_same_facts_frozen": {"guided_fraction": 1.0, "guided_by": "demonstration",
-                                                   "teacher_template": "same_facts", "teacher_kind": "frozen"},
+    "guided_demonstration_1.0_same_facts_frozen": {**MIXTURE_ROLLOUTS, "teacher_template": "same_facts",
+                                                   "teacher_kind": "frozen"},
     # How hard the optimiser pushes (fourth round): trained by the recipe, the student reaches 38.8% strict on its own
     # training questions (results/tiny/preflight_knowledge_after_sdft.md) where SFT reaches 96%, while the teacher is
     # sure of the answers it reads (base model, answer in context: validation fact-token log-prob -0.10, against
     # -0.85 for the recipe's student; reference.json). The student is far from its teacher even on what it trained
     # on: an optimisation gap, not a teacher one. Twice the learning rate, within the demo's time budget.
-    "guided_demonstration_1.0_lr6e-4": {"guided_fraction": 1.0, "guided_by": "demonstration", "learning_rate": 6e-4},
+    "guided_demonstration_1.0_lr6e-4": {**MIXTURE_ROLLOUTS, "learning_rate": 6e-4},
 }
 # LoRA SDFT (`--lora`, one rung on all training and validation questions): the chosen recipe with a rank-16 adapter on
 # every linear layer of the decoder (TrainConfig.lora_*), at the recipe's learning rate and higher (an adapter's
@@ -104,8 +103,7 @@ LORA_CANDIDATES: dict[str, dict] = {
 CONTROLS: dict[str, dict] = {"sft_control": {"method": "sft"}}
 # Rung 1 only: the same optimisation lever at twice the training time (8 epochs), outside the 30-minute budget of
 # `make demo`, so never a candidate: it says whether more training moves the score as the learning rate does.
-BUDGET_PROBES: dict[str, dict] = {"guided_demonstration_1.0_8ep": {"guided_fraction": 1.0,
-                                                                   "guided_by": "demonstration", "epochs": 8.0}}
+BUDGET_PROBES: dict[str, dict] = {"guided_demonstration_1.0_8ep": {**CANDIDATES[RECIPE], "epochs": 8.0}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,36 +138,39 @@ def run_candidate(results_dir: Path, name: str, overrides: dict, rung: int, task
     model_dir = results_dir / "runs" / run / "model"
     result = evaluate_model(str(model_dir), task, ["val"], [], str(results_dir / "eval" / f"{run}.json"))
     summary = read_json(results_dir / "runs" / run / "summary.json")
-    likelihood_path = results_dir / "eval" / f"{run}_answer_logprob.json"
-    key = fingerprint(weights_fingerprint(str(model_dir)), [i.id for i in task.eval_splits["val"]])
-    if (likelihood := up_to_date(str(likelihood_path), key, "answer log-prob")) is None:
-        tokenizer, model = load_tokenizer(str(model_dir)), load_model(str(model_dir)).eval()
-        likelihood = {"fingerprint": key, **answer_logprobs(model, tokenizer, task.eval_splits["val"])}
-        write_json(likelihood_path, likelihood)
+    likelihood = cached_logprobs(results_dir / "eval" / f"{run}_answer_logprob.json", str(model_dir), task,
+                                 lambda model, tokenizer: answer_logprobs(model, tokenizer, task.eval_splits["val"]))
     return {"candidate": name, "rung": rung, "train_questions": len(task.train), "val_questions": result["val"]["n"],
             "val_strict": result["val"]["strict"], "val_lenient": result["val"]["lenient"],
             "val_fact_logprob": likelihood["fact_logprob"], "val_answer_logprob": likelihood["answer_logprob"],
             "train_seconds": summary["train_seconds_this_session"], "config": overrides}
 
 
+def cached_logprobs(path: Path, model_path: str, task: Task, measure) -> dict:
+    """measure(model, tokenizer) on the model at model_path, cached at path under the fingerprint of its weights and
+    of the validation questions."""
+    key = fingerprint(weights_fingerprint(model_path), [i.id for i in task.eval_splits["val"]])
+    if (cached := up_to_date(str(path), key, "answer log-prob")) is None:
+        cached = {"fingerprint": key, **measure(load_model(model_path).eval(), load_tokenizer(model_path))}
+        write_json(path, cached)
+    return cached
+
+
 def reference_logprobs(results_dir: Path, rung: int, task: Task) -> list[dict]:
     """The base model's fact-token log-prob on the rung's validation answers, as the student (question alone: where
     every candidate starts) and as SDFT's teacher (the answer in its context, the recipe's template: the sharpest
     target the loss can distil on those tokens). Cached like a candidate's score."""
-    base = SEARCH_BASE.get("model", TrainConfig.model)
-    key = fingerprint(weights_fingerprint(base), [i.id for i in task.eval_splits["val"]])
-    path = results_dir / "eval" / f"r{rung}_base_reference_logprob.json"
-    if (cached := up_to_date(str(path), key, "reference log-prob")) is None:
-        tokenizer, model = load_tokenizer(base), load_model(base).eval()
-        template = SEARCH_BASE.get("teacher_template", "paper")
-        cached = {"fingerprint": key, "rows": [
-            {"rung": rung, "model": f"base, {label}", **answer_logprobs(model, tokenizer, task.eval_splits["val"],
-                                                                        context=context, template=template)}
-            for label, context in (("student (question only)", STUDENT),
-                                   (f"teacher ({SEARCH_BASE['teacher_context']} in context)",
-                                    SEARCH_BASE["teacher_context"]))]}
-        write_json(path, cached)
-    return cached["rows"]
+    recipe = TrainConfig(**{**SEARCH_BASE, **CANDIDATES[RECIPE]})
+    roles = (("student (question only)", STUDENT), (f"teacher ({recipe.teacher_context} in context)",
+                                                    recipe.teacher_context))
+
+    def measure(model, tokenizer) -> dict:
+        return {"rows": [{"rung": rung, "model": f"base, {label}",
+                          **answer_logprobs(model, tokenizer, task.eval_splits["val"], context=context,
+                                            template=recipe.teacher_template)} for label, context in roles]}
+
+    return cached_logprobs(results_dir / "eval" / f"r{rung}_base_reference_logprob.json", recipe.model, task,
+                           measure)["rows"]
 
 
 def search(results_dir: Path, candidates: dict[str, dict] = CANDIDATES, rungs: tuple[Rung, ...] = RUNGS,

@@ -52,16 +52,12 @@ class Teacher:
         """Call after each optimizer step."""
         if self.kind != "ema":
             return
-        if self.lora:  # adapter weights only: the base is shared and frozen
-            teacher_params = [t for t, _ in self.ema_pairs]
-            student_params = [s.detach().to(torch.float32) for _, s in self.ema_pairs]
-            torch._foreach_lerp_(teacher_params, student_params, self.ema_alpha)
-            return
-        # Sharded (FSDP) teacher and student hold the same shards of the same parameters: update shard by shard.
-        teacher_params = [_local(p) for p in self.model.parameters()]
-        student_params = [_local(p.detach()).to(torch.float32) for p in student.parameters()]
+        # LoRA: adapter weights only (the base is shared and frozen). Otherwise every parameter; a sharded (FSDP)
+        # teacher and student hold the same shards of the same parameters, so the update goes shard by shard.
+        pairs = self.ema_pairs if self.lora else [(_local(t), _local(s))
+                                          for t, s in zip(self.model.parameters(), student.parameters())]
         # φ ← φ + α(θ − φ)  ≡  α·θ + (1−α)·φ
-        torch._foreach_lerp_(teacher_params, student_params, self.ema_alpha)
+        torch._foreach_lerp_([t for t, _ in pairs], [s.detach().to(torch.float32) for _, s in pairs], self.ema_alpha)
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:

@@ -5,14 +5,17 @@ checkpoints resume bit-identically, and the saved model is the merged student.""
 import pytest
 import torch
 from accelerate import Accelerator
+from peft import PeftModel
 
 from sdft_core import lora
 from sdft_core.config import TrainConfig
 from sdft_core.loss import Divergence, distillation_loss
 from sdft_core.model import load_model, load_tokenizer
+from sdft_core.prompts import student_prompt_ids, teacher_prompt_ids
 from sdft_core.rollout import HFSampler
 from sdft_core.teacher import Teacher
-from sdft_core.train import Loop, completion_hidden, distillation_step, rollout_seed, train, with_teacher_prompts
+from sdft_core.train import (Loop, completion_hidden, distillation_step, rollout_seed, run_id_for, train,
+                             with_teacher_prompts)
 from tests.test_train import EXAMPLES, checkpoint_state, config
 
 TARGETS = ["q_proj", "v_proj", "up_proj"]
@@ -103,7 +106,6 @@ def test_a_lora_step_equals_the_step_of_the_merged_models(tiny_model_dir, tmp_pa
         for name, parameter in model.named_parameters():
             if f".{lora.EMA_ADAPTER}." in name and ".lora_B." in name:
                 parameter.mul_(-2.0)  # a teacher far enough from the student for the loss to be well above rounding
-    from sdft_core.prompts import student_prompt_ids, teacher_prompt_ids
     students = [student_prompt_ids(tokenizer, e, 512) for e in EXAMPLES[:2]]
     teachers = [teacher_prompt_ids(tokenizer, e, 1536, "context_and_demonstration") for e in EXAMPLES[:2]]
     loop = Loop(cfg, model, model, teacher, tokenizer, Accelerator(cpu=True), tmp_path, HFSampler(model, tokenizer))
@@ -163,7 +165,6 @@ def test_lora_resume_gives_identical_adapters_and_optimizer(tmp_path, tiny_model
 
 
 def test_a_lora_run_saves_the_merged_student_and_its_adapter(tmp_path, tiny_model_dir):
-    from peft import PeftModel
 
     summary = train(lora_config(tiny_model_dir, save_model=True), EXAMPLES, tmp_path / "run", progress=False)
     assert summary["weights_fingerprint"]
@@ -177,7 +178,6 @@ def test_a_lora_run_saves_the_merged_student_and_its_adapter(tmp_path, tiny_mode
 
 
 def test_lora_fields_are_validated_and_off_by_default_keeps_run_ids(tiny_model_dir):
-    from sdft_core.train import run_id_for
 
     with pytest.raises(ValueError, match="lora_rank"):
         TrainConfig(lora_rank=0)
