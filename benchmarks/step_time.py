@@ -1,11 +1,12 @@
-"""Step time and peak memory of SDFT vs SFT on the same data and model (paper §5: SDFT ≈ 4x SFT wall clock), and of
-LoRA-SDFT (rank 16, every linear layer of the decoder) vs full SDFT.
+"""Step time and peak memory of SDFT vs SFT on the same data and model (paper §5: SDFT ≈ 4x SFT wall clock), of SDFT
+with transformers' `generate` for its rollouts instead of the kit's decoder (TrainConfig.hf_decoder), and of LoRA-SDFT
+(rank 16, every linear layer of the decoder) vs full SDFT.
 
     python benchmarks/step_time.py                         # embedded model, knowledge task, batch 8
     python benchmarks/step_time.py --steps 6 --repeats 2 --max-new-tokens 64
 
 Each run is the kit's own training loop (`sdft_core.train.train`) in a fresh subprocess, so its peak resident memory
-is its own. The first optimizer step of every run is a warm-up and is not timed. Runs alternate (SFT, SDFT, LoRA-SDFT,
+is its own. The first optimizer step of every run is a warm-up and is not timed. Runs alternate (SFT, SDFT, ...,
 SFT, ...) so that a machine shared with other work slows all alike; ratios are computed from medians.
 """
 
@@ -20,7 +21,8 @@ import tempfile
 from pathlib import Path
 
 # What each benchmarked run changes on top of the shared settings in `child`.
-RUNS = {"sft": {"method": "sft"}, "sdft": {"method": "sdft"}, "sdft_lora16": {"method": "sdft", "lora_rank": 16}}
+RUNS = {"sft": {"method": "sft"}, "sdft": {"method": "sdft"}, "sdft_generate": {"method": "sdft", "hf_decoder": "generate"},
+        "sdft_lora16": {"method": "sdft", "lora_rank": 16}}
 
 
 def child(run: str, steps: int, batch: int, max_new_tokens: int, output: str) -> dict:
@@ -67,6 +69,7 @@ def main() -> None:
                 results[run].append(json.loads(done.stdout.strip().splitlines()[-1]))
     step = {m: statistics.median(s for r in rs for s in r["seconds_step"]) for m, rs in results.items()}
     peak = {m: max(r["peak_rss_mb"] for r in rs) for m, rs in results.items()}
+    rollout = {m: statistics.median(r["seconds_rollout"] for r in rs) for m, rs in results.items()}
     print(f"Embedded model (SmolLM2-135M, float32, CPU, {results['sdft'][0]['threads']} threads), knowledge task, "
           f"batch {args.batch}, SDFT completions ≤ {args.max_new_tokens} tokens; median over "
           f"{args.repeats} × {args.steps - 1} timed steps per run")
@@ -79,6 +82,8 @@ def main() -> None:
               f"{peak[method]:.0f} |")
     print(f"\nSDFT / SFT step time: {step['sdft'] / step['sft']:.2f}x   (paper, Qwen2.5-7B on GPU: ≈ 4x)")
     print(f"SDFT / SFT peak memory: {peak['sdft'] / peak['sft']:.2f}x")
+    print(f"SDFT with generate / SFT step time: {step['sdft_generate'] / step['sft']:.2f}x; rollout, kit decoder vs "
+          f"generate: {rollout['sdft_generate'] / rollout['sdft']:.2f}x faster")
     print(f"LoRA-SDFT / full SDFT step time: {step['sdft_lora16'] / step['sdft']:.2f}x, peak memory: "
           f"{peak['sdft_lora16'] / peak['sdft']:.2f}x")
 

@@ -78,7 +78,10 @@ LEARNING_RATE = 1e-5
 EMA_RATE = 0.01
 TEMPERATURE = 1.0
 TEACHER_CONTEXTS = ("demonstration", "context_and_demonstration")
-IMPLEMENTATIONS = ("ours", "trl")
+# Ours with its default decoder, ours with transformers' generate for the rollouts (TrainConfig.hf_decoder), and TRL.
+IMPLEMENTATIONS = {"ours": "kit", "ours_generate": "generate", "trl": None}
+LABELS = {"ours": "ours (sdft_core.train)", "ours_generate": "ours, rollouts by generate",
+          "trl": "TRL SDFTTrainer"}
 
 
 def rss_mb() -> float:
@@ -95,7 +98,7 @@ def knowledge_examples(count: int):
     return examples[:count]
 
 
-def our_config(model: str, batch: int, max_new_tokens: int, teacher_context: str):
+def our_config(model: str, batch: int, max_new_tokens: int, teacher_context: str, decoder: str = "kit"):
     from sdft_core.config import TrainConfig
 
     return TrainConfig(
@@ -103,7 +106,8 @@ def our_config(model: str, batch: int, max_new_tokens: int, teacher_context: str
         batch_size=batch, micro_batch_size=batch, warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0,
         teacher_context=teacher_context, teacher_kind="ema", ema_alpha=EMA_RATE, estimator="analytic",
         direction="reverse", topk=None, mask_first_tokens=0, max_new_tokens=max_new_tokens, temperature=TEMPERATURE,
-        top_p=1.0, importance_sampling=False, normalize="tokens", checkpoint_every=0, save_model=False)
+        top_p=1.0, importance_sampling=False, normalize="tokens", checkpoint_every=0, save_model=False,
+        hf_decoder=decoder)
 
 
 # The paper's template (§3) in TRL's placeholders: {prompt} is the question, {privileged_context} the demonstration.
@@ -192,7 +196,8 @@ def check_no_teacher_truncation(tokenizer, examples, config) -> None:
                          f"shorten them, so the two would not compute the same thing")
 
 
-def child_ours(model: str, steps: int, batch: int, max_new_tokens: int, teacher_context: str, output: str) -> dict:
+def child_ours(model: str, steps: int, batch: int, max_new_tokens: int, teacher_context: str, output: str,
+               decoder: str = "kit") -> dict:
     import torch
 
     from sdft_core.model import load_tokenizer
@@ -200,7 +205,7 @@ def child_ours(model: str, steps: int, batch: int, max_new_tokens: int, teacher_
 
     examples = knowledge_examples(steps * batch)
     after_imports = rss_mb()
-    config = our_config(model, batch, max_new_tokens, teacher_context)
+    config = our_config(model, batch, max_new_tokens, teacher_context, decoder)
     check_no_teacher_truncation(load_tokenizer(model), examples, config)
     summary = train(config, examples, output, progress=False)
     rows = [json.loads(line) for line in (Path(output) / "metrics.jsonl").read_text().splitlines()]
@@ -210,7 +215,8 @@ def child_ours(model: str, steps: int, batch: int, max_new_tokens: int, teacher_
                       for row in rows]}
 
 
-def child_trl(model: str, steps: int, batch: int, max_new_tokens: int, teacher_context: str, output: str) -> dict:
+def child_trl(model: str, steps: int, batch: int, max_new_tokens: int, teacher_context: str, output: str,
+              decoder: None = None) -> dict:
     import datasets  # noqa: F401  (imported before the baseline is read, like everything the run needs)
     import torch
     import trl.experimental.sdft  # noqa: F401
@@ -272,9 +278,9 @@ def main() -> None:
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the first step is a warm-up)")
     if args.child:
-        run = child_ours if args.child == "ours" else child_trl
+        run = child_trl if args.child == "trl" else child_ours
         print(json.dumps(run(args.model, args.steps, args.batch, args.max_new_tokens, args.teacher_context,
-                             args.output)))
+                             args.output, IMPLEMENTATIONS[args.child])))
         return
 
     from sdft_core.model import EMBEDDED_MODEL, resolve_model_path
@@ -307,11 +313,12 @@ def main() -> None:
           "stopped at EOS |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in IMPLEMENTATIONS:
-        print(f"| {'ours (sdft_core.train)' if name == 'ours' else 'TRL SDFTTrainer'} | {step[name]:.2f} | "
+        print(f"| {LABELS[name]} | {step[name]:.2f} | "
               f"{peak[name]:.0f} | {max(run['rss_after_imports_mb'] for run in results[name]):.0f} | "
               f"{statistics.mean(timed(name, 'completion_length')):.1f} | "
               f"{statistics.mean(timed(name, 'stopped_fraction')):.0%} |")
-    print(f"\nTRL / ours step time: {step['trl'] / step['ours']:.2f}x")
+    print(f"\nTRL / ours step time: {step['trl'] / step['ours']:.2f}x (rollouts by generate: "
+          f"{step['trl'] / step['ours_generate']:.2f}x)")
     print(f"TRL / ours peak memory: {peak['trl'] / peak['ours']:.2f}x")
     print("\nStep 1 (the untimed warm-up) starts both from the same weights and RNG state, so both should sample the "
           "same rollouts and log the same per-token KL (to float rounding); later steps drift apart (different "

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sdft_core.loss import DIRECTIONS, ESTIMATORS, Divergence
 from sdft_core.model import EMBEDDED_MODEL
 from sdft_core.prompts import TEACHER_CONTEXTS, resolve_template
+from sdft_core.rollout import DECODERS
 from sdft_core.teacher import TEACHER_KINDS
 
 METHODS = ("sdft", "sft", "dft", "cpt", "offline_distill", "sft_teacher_samples")
@@ -129,6 +130,10 @@ class TrainConfig:
     """Who samples the rollouts: "hf" (transformers generate from the live student; CPU and small GPU runs),
     "vllm_colocate" (a vLLM engine in the training process, weights pushed after every step, sleep mode between
     rollouts) or "vllm_server" (a separate `trl vllm-serve` server). vLLM needs the `gpu` extra."""
+    hf_decoder: str = "kit"
+    """How rollout_engine="hf" samples: "kit" (the kit's decode loop with faster CPU kernels) or "generate"
+    (transformers' generate, the fallback). Both draw the same tokens for the same seed (tests/test_rollout.py), so
+    the choice is not part of the run id. FSDP-sharded models always use "generate"; see sdft_core/rollout.py."""
     vllm_gpu_memory_utilization: float = 0.3
     """Fraction of GPU memory the colocated vLLM engine may take."""
     vllm_server_url: str | None = None
@@ -156,7 +161,8 @@ class TrainConfig:
         choices = {"method": METHODS, "teacher_kind": TEACHER_KINDS, "estimator": ESTIMATORS,
                    "direction": DIRECTIONS, "teacher_context": TEACHER_CONTEXTS,
                    "normalize": ("tokens", "sequences"), "dtype": ("float32", "bfloat16"),
-                   "rollout_engine": ("hf", "vllm_colocate", "vllm_server"), "sharding": ("replicate", "fsdp"),
+                   "rollout_engine": ("hf", "vllm_colocate", "vllm_server"), "hf_decoder": DECODERS,
+                   "sharding": ("replicate", "fsdp"),
                    "guided_by": ("teacher", "demonstration")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

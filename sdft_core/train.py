@@ -52,7 +52,7 @@ from sdft_core.lora import (STUDENT_ADAPTER, adapter_state_dict, apply_lora, is_
 from sdft_core.loss import distillation_loss, likelihood_loss
 from sdft_core.model import load_model, load_tokenizer, resolve_model_path, weights_fingerprint
 from sdft_core.prompts import TruncationCounter, encode, student_prompt_ids, teacher_prompt_ids
-from sdft_core.rollout import Batch, HFSampler, eos_token_ids, generate, left_pad, right_pad
+from sdft_core.rollout import Batch, HFSampler, eos_token_ids, generate, inference_kernels, left_pad, right_pad
 from sdft_core.teacher import Teacher
 
 
@@ -158,9 +158,9 @@ def release(model: torch.nn.Module) -> None:
 
 
 def make_sampler(config: TrainConfig, model, tokenizer):
-    """HF generate (CPU, small GPU runs) or vLLM (paper scale; imported only when asked for)."""
+    """The model in this process (CPU, small GPU runs) or vLLM (paper scale; imported only when asked for)."""
     if config.rollout_engine == "hf":
-        return HFSampler(model, tokenizer, return_logprobs=config.importance_sampling)
+        return HFSampler(model, tokenizer, return_logprobs=config.importance_sampling, decoder=config.hf_decoder)
     from sdft_core.rollout_vllm import VLLMSampler
 
     return VLLMSampler(resolve_model_path(config.model), tokenizer, eos_token_ids(model, tokenizer),
@@ -222,7 +222,8 @@ def sample_rollouts(loop: Loop, seed: int, student_prompts, teacher_prompts, dem
         torch.manual_seed(seed + 1)
         with loop.teacher.forwarding():
             guide = completion_tokens(generate(loop.teacher.model, tokenizer, [teacher_prompts[i] for i in rows],
-                                            config.max_new_tokens, config.temperature, config.top_p))
+                                               config.max_new_tokens, config.temperature, config.top_p,
+                                               decoder=config.hf_decoder))
     for i, tokens in zip(rows, guide):
         completions[i] = tokens
     return _fixed_batch(student_prompts, completions, tokenizer.pad_token_id, next(loop.model.parameters()).device)
@@ -259,9 +260,10 @@ def distillation_step(loop: Loop, step: int, first_group: int, student_prompts, 
     loss_total = divergence_total = teacher_seconds = ratio_sum = capped = 0.0
     for index, (group, batch, weight) in enumerate(zip(groups, batches, weights)):
         teacher_started = time.perf_counter()
-        with torch.no_grad(), _autocast(config), loop.teacher.forwarding():
-            teacher_hidden = completion_hidden(
-                loop.teacher.model, with_teacher_prompts(batch, teacher_prompts[group], tokenizer.pad_token_id))
+        teacher_batch = with_teacher_prompts(batch, teacher_prompts[group], tokenizer.pad_token_id)
+        with (torch.no_grad(), _autocast(config), loop.teacher.forwarding(),
+              inference_kernels(loop.teacher.model, teacher_batch.input_ids.numel())):
+            teacher_hidden = completion_hidden(loop.teacher.model, teacher_batch)
         separate_teacher = loop.teacher.model is not loop.model
         if separate_teacher and isinstance(loop.teacher.model, FSDPModule):
             loop.teacher.model.unshard()  # its output head, for the loss below
@@ -396,7 +398,7 @@ def teacher_samples(teacher: Teacher, tokenizer, examples, teacher_prompts, conf
     for group in tqdm(_groups(len(examples), 8), desc="teacher samples", mininterval=2.0, ncols=100):
         with teacher.forwarding():
             batch = generate(teacher.model, tokenizer, teacher_prompts[group], config.max_new_tokens,
-                             config.temperature, config.top_p)
+                             config.temperature, config.top_p, decoder=config.hf_decoder)
         samples += completion_tokens(batch)
     rows = [{"id": e.id, "tokens": t, "text": tokenizer.decode(t, skip_special_tokens=True)}
             for e, t in zip(examples, samples)]
@@ -407,7 +409,8 @@ def teacher_samples(teacher: Teacher, tokenizer, examples, teacher_prompts, conf
 
 def run_id_for(config: TrainConfig, examples: list[Example]) -> str:
     values = dataclasses.asdict(config)
-    del values["sharding"]  # how the state is spread over processes does not change the result
+    # How the state is spread over processes, and which of two decoders draws the same tokens, do not change the result.
+    del values["sharding"], values["hf_decoder"]
     if config.lora_rank is None:  # the other LoRA fields do nothing without an adapter (and full runs keep their ids)
         for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules"):
             del values[name]

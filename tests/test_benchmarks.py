@@ -45,3 +45,9 @@ def test_lora_memory_counts_the_adapters_peft_trains(tiny_model_dir):
     assert adapter == sum(p.numel() for p in wrapped.parameters() if p.requires_grad) == 2 * per_layer
     parts = lora_memory.budgets(7_000_000_000, 40_000_000)
     assert sum(parts["full SDFT"].values()) == 16 * 7  # 2 + 2 + 8 + 4 bytes per parameter
+
+
+def test_rollout_speed_prints_both_decoders_and_the_floor():
+    out = run(str(BENCHMARKS / "rollout_speed.py"), "--batches", "1", "2", "--max-new-tokens", "3", "--repeats", "1")
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2 and all(float(row[3]) > 0 and float(row[4]) > 0 and float(row[8]) > 0 for row in rows)
