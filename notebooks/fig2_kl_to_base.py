@@ -17,6 +17,8 @@ results_dir = "results/tiny"
 task = "extraction"
 sft_run = "extraction_sft_lr0.0001"
 max_examples = 16
+dtype = "float32"  # "bfloat16" on a GPU
+device = "cpu"
 
 # %%
 from data_prep.tasks import load_task
@@ -24,7 +26,8 @@ from sdft_core.evaluate import kl_to_base_of_sft_and_teacher
 from sdft_core.report import kl_figure, save_table
 
 result = kl_to_base_of_sft_and_teacher(f"{results_dir}/runs/{sft_run}/model", load_task(task),
-                                       f"{results_dir}/fig2_kl_to_base.json", max_examples=max_examples)
+                                       f"{results_dir}/fig2_kl_to_base.json", max_examples=max_examples,
+                                       dtype=dtype, device=device)
 table, figure = kl_figure(result, f"{results_dir}/fig2_kl_to_base")
 save_table(table, f"{results_dir}/fig2_kl_to_base")
 table

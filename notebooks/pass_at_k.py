@@ -18,6 +18,8 @@ name = "base"
 model_dir = "base"
 samples = 16
 max_items = 16  # 0 means all
+dtype = "float32"  # "bfloat16" on a GPU
+device = "cpu"
 
 # %%
 import pandas as pd
@@ -26,5 +28,5 @@ from data_prep.tasks import load_task
 from sdft_core.evaluate import pass_at_k_counts
 
 result = pass_at_k_counts(model_dir, load_task(task), "test", samples, f"{results_dir}/passk/{name}.json",
-                          max_items=max_items)
+                          max_items=max_items, dtype=dtype, device=device)
 pd.Series({f"pass@{k}": 100 * v for k, v in result["pass_at_k"].items()}, name=name).to_frame()

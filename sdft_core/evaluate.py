@@ -177,7 +177,7 @@ def evaluate_model(model_dir: str, task, splits: list[str], general_prompts: lis
 
 def pass_at_k_counts(model_dir: str, task, split: str, samples: int, output_path: str, max_items: int = 0,
                      temperature: float = 1.0, top_p: float = 0.95, batch_size: int = 16, seed: int = 0,
-                     base_model_name: str = EMBEDDED_MODEL) -> dict:
+                     base_model_name: str = EMBEDDED_MODEL, dtype: str = "float32", device: str = "cpu") -> dict:
     """`samples` completions per item at temperature 1.0 and top-p 0.95 (paper B.2), the number correct per item,
     and the unbiased pass@k curve for k = 1, 2, 4, … ≤ samples. Cached in `output_path`."""
     from sdft_core.stats import pass_at_k_curve
@@ -190,7 +190,7 @@ def pass_at_k_counts(model_dir: str, task, split: str, samples: int, output_path
     if (cached := up_to_date(output_path, key, "pass@k")) is not None:
         return cached
     tokenizer = load_tokenizer(model_name)
-    model = load_model(model_name).eval()
+    model = load_model(model_name, dtype, device).eval()
     torch.manual_seed(seed)
     started = time.perf_counter()
     prompts = prompt_ids(tokenizer, [i.prompt for i in items])
@@ -212,7 +212,8 @@ def pass_at_k_counts(model_dir: str, task, split: str, samples: int, output_path
 
 def kl_to_base_of_sft_and_teacher(sft_model_dir: str, task, output_path: str, max_examples: int = 16,
                                   teacher_context: str = "demonstration", base_model_name: str = EMBEDDED_MODEL,
-                                  batch_size: int = 8, seed: int = 0) -> dict:
+                                  batch_size: int = 8, seed: int = 0, dtype: str = "float32",
+                                  device: str = "cpu") -> dict:
     """Paper Fig. 2 (right): how far from the base policy are (a) the SFT model and (b) the demonstration-
     conditioned teacher? Both as sequence-level KL(· ‖ base) on their own samples for the same training prompts x:
     KL(π_SFT(·|x) ‖ π_0(·|x)) and KL(π_0(·|x,c) ‖ π_0(·|x)). Cached in `output_path`."""
@@ -224,7 +225,7 @@ def kl_to_base_of_sft_and_teacher(sft_model_dir: str, task, output_path: str, ma
     if (cached := up_to_date(output_path, key, "kl")) is not None:
         return cached
     tokenizer = load_tokenizer(base_model_name)
-    base, sft = load_model(base_model_name).eval(), load_model(sft_model_dir).eval()
+    base, sft = load_model(base_model_name, dtype, device).eval(), load_model(sft_model_dir, dtype, device).eval()
     started = time.perf_counter()
     student = [student_prompt_ids(tokenizer, e, 4096) for e in examples]
     teacher = [teacher_prompt_ids(tokenizer, e, 4096, teacher_context) for e in examples]

@@ -1,7 +1,10 @@
 """Evaluation helpers on the tiny random model: scoring records, sequence KL, caching."""
 
+import torch
 
 from data_prep.tasks import EvalItem, Task
+from sdft_core import evaluate
+from sdft_core.data import Example
 from sdft_core.evaluate import evaluate_model, prompt_ids, sampled_sequence_kl, score_items
 from sdft_core.model import load_model
 
@@ -99,3 +102,22 @@ def test_select_best_picks_by_validation_then_trains_and_tests_the_chosen_config
     assert repeated["num_examples"] == 2  # the candidate's training set, not the whole task
     assert read_json(tmp_path / "eval" / "sweep.json")["model"].endswith("lr2/model")
     assert read_json(tmp_path / "eval" / "sweep_seed1.json")["model"].endswith("lr2_seed1/model")
+
+
+def test_pass_at_k_and_kl_to_base_load_every_model_in_the_given_dtype(tmp_path, tiny_model_dir, monkeypatch):
+    # At paper scale these run on a GPU in bfloat16; they once loaded 7B models in float32 on the CPU whatever asked.
+    loaded = []
+
+    def spy(*arguments, **options):
+        loaded.append(model := load_model(*arguments, **options))
+        return model
+
+    monkeypatch.setattr(evaluate, "load_model", spy)
+    items = [EvalItem("i0", "Say 0.", {"answer": "0"})]
+    task = Task("toy", "toy", [Example("e0", "Say 0.", "0")], {"test": items},
+                lambda r, ref: {"correct": ref["answer"] in r}, max_new_tokens=3)
+    evaluate.pass_at_k_counts(tiny_model_dir, task, "test", 2, str(tmp_path / "passk.json"),
+                              base_model_name=tiny_model_dir, dtype="bfloat16", device="cpu")
+    evaluate.kl_to_base_of_sft_and_teacher(tiny_model_dir, task, str(tmp_path / "kl.json"),
+                                           base_model_name=tiny_model_dir, dtype="bfloat16", device="cpu")
+    assert len(loaded) == 3 and all(next(m.parameters()).dtype == torch.bfloat16 for m in loaded)
