@@ -52,9 +52,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from data_prep import tasks as registry
 from data_prep.skills import ToolCall, parse_tool_calls, values_match
-from sdft_core.data import DatasetError, Example, read_rows, require
+from sdft_core.data import DatasetError, EvalItem, Example, Task, read_rows, require
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "paper"
 DATA_ENV = "SDFT_PAPER_DATA"
@@ -137,7 +136,7 @@ def _golden_actions(path: Path, number: int, row: dict) -> list[dict]:
     return actions
 
 
-def tool_use() -> registry.Task:
+def tool_use() -> Task:
     root = data_dir()
     train_path, test_path = root / "toolalpaca" / "train.jsonl", root / "toolalpaca" / "test.jsonl"
     _require_files([(train_path, _builder(root, "toolalpaca")), (test_path, _builder(root, "toolalpaca"))])
@@ -147,12 +146,12 @@ def tool_use() -> registry.Task:
     for number, row in enumerate(read_rows(test_path, ("id", "prompt")), start=1):
         golden = _golden_actions(test_path, number, row)
         text_inputs += sum(not _golden_input(action["action_input"])[0] for action in golden)
-        test.append(registry.EvalItem(row["id"], row["prompt"], {"golden_actions": golden}))
+        test.append(EvalItem(row["id"], row["prompt"], {"golden_actions": golden}))
     description = (f"Tool use: ToolAlpaca, the authors' train/test split (paper §4, B.3); {len(train)} training "
                    f"examples, {len(test)} test instructions; calls matched in order, arguments as JSON in any order")
     if text_inputs:
         description += f"; {text_inputs} golden Action Inputs are not JSON and are compared as text"
-    return registry.Task("paper_tool_use", description, train, {"test": test}, score_tool_calls,
+    return Task("paper_tool_use", description, train, {"test": test}, score_tool_calls,
                          max_new_tokens=SKILL_MAX_NEW_TOKENS)
 
 
@@ -177,7 +176,7 @@ def _choice_rows(path: Path) -> list[dict]:
     return rows
 
 
-def science() -> registry.Task:
+def science() -> Task:
     from data_prep.demonstrations import multiple_choice_matches
 
     root = data_dir()
@@ -209,16 +208,16 @@ def science() -> registry.Task:
              if row["id"] in demonstrations]
     skipped = len(train_rows) - len(train)
 
-    def items(split: str) -> list[registry.EvalItem]:
-        return [registry.EvalItem(row["id"], row["prompt"], {"answer": row["answer"]})
+    def items(split: str) -> list[EvalItem]:
+        return [EvalItem(row["id"], row["prompt"], {"answer": row["answer"]})
                 for row in _choice_rows(folder / f"{split}.jsonl")]
 
     description = (f"Science Q&A: SciKnowEval Chemistry L-3 multiple choice (paper §4, B.3); {len(train)} training "
                    f"examples with a demonstration, {skipped} of {len(train_rows)} training prompts left out for "
                    "want of one")
-    train_keys = [registry.EvalItem(row["id"], row["prompt"], {"answer": row["answer"]}) for row in train_rows
+    train_keys = [EvalItem(row["id"], row["prompt"], {"answer": row["answer"]}) for row in train_rows
                   if row["id"] in demonstrations]
-    return registry.Task("paper_science", description, train,
+    return Task("paper_science", description, train,
                          {"train": train_keys, **{split: items(split) for split in ("val", "test")}},
                          score_multiple_choice, max_new_tokens=SKILL_MAX_NEW_TOKENS)
 
@@ -283,17 +282,17 @@ class JudgeScorer:
 # ==== Medical (HuatuoGPT-o1) ========================================================================================
 
 
-def medical() -> registry.Task:
+def medical() -> Task:
     root = data_dir()
     folder = root / "medical"
     _require_files([(folder / f"{split}.jsonl", _builder(root, "medical")) for split in ("train", "test")])
     train = [Example(row["id"], row["prompt"], row["demonstration"])
              for row in read_rows(folder / "train.jsonl", ("id", "prompt", "demonstration"))]
-    test = [registry.EvalItem(row["id"], row["prompt"], {"answer": row["answer"], "question": row["prompt"]})
+    test = [EvalItem(row["id"], row["prompt"], {"answer": row["answer"], "question": row["prompt"]})
             for row in read_rows(folder / "test.jsonl", ("id", "prompt", "answer"))]
     description = (f"Medical: HuatuoGPT-o1 (paper §4, B.3); {len(train)} English SFT examples, {len(test)} verifiable "
                    f"test questions for the LLM judge (paper's medical rubric)")
-    return registry.Task("paper_medical", description, train, {"test": test}, JudgeScorer("medical"),
+    return Task("paper_medical", description, train, {"test": test}, JudgeScorer("medical"),
                          max_new_tokens=SKILL_MAX_NEW_TOKENS)
 
 
@@ -322,7 +321,7 @@ def knowledge_splits(rows: list[dict], seed: int = KNOWLEDGE_SPLIT_SEED,
     return splits
 
 
-def knowledge(corpus: bool = False) -> registry.Task:
+def knowledge(corpus: bool = False) -> Task:
     """The Q&A task; corpus=True: the same task with the articles themselves as training documents (CPT)."""
     from data_prep.qa_generation import KINDS
 
@@ -344,8 +343,8 @@ def knowledge(corpus: bool = False) -> registry.Task:
     train = [Example(row["id"], row["question"], row["answer"], articles[row["article_id"]])
              for row in splits["train"]]
 
-    def items(split: str) -> list[registry.EvalItem]:
-        return [registry.EvalItem(row["id"], row["question"], {"answer": row["answer"], "question": row["question"]},
+    def items(split: str) -> list[EvalItem]:
+        return [EvalItem(row["id"], row["question"], {"answer": row["answer"], "question": row["question"]},
                                   articles[row["article_id"]]) for row in splits[split]]
 
     description = (f"Knowledge acquisition: 2025 disaster articles, generated Q&A (paper §4, B.3); {len(articles)} "
@@ -356,6 +355,6 @@ def knowledge(corpus: bool = False) -> registry.Task:
     if corpus:
         train = [Example(article_id, "", text) for article_id, text in articles.items()]
         description = "Continual pre-training corpus: " + description
-    return registry.Task("paper_knowledge_corpus" if corpus else "paper_knowledge", description, train,
+    return Task("paper_knowledge_corpus" if corpus else "paper_knowledge", description, train,
                          {split: items(split) for split in ("train", "val", "test", "ood")}, JudgeScorer("knowledge"),
                          max_new_tokens=KNOWLEDGE_MAX_NEW_TOKENS)

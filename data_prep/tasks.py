@@ -7,37 +7,8 @@ whose "correct" entry is the task's accuracy (other entries, e.g. knowledge's "l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 from data_prep import paper_tasks
-from sdft_core.data import Example
-
-
-@dataclass(frozen=True)
-class EvalItem:
-    id: str
-    prompt: str
-    reference: dict
-    """Task-specific answer key (JSON-serialisable), passed to the task's scorer."""
-    context: str | None = None
-    """Source text, for oracle-RAG evaluation (knowledge acquisition)."""
-    demonstration: str | None = None
-    """A correct answer, where the task has one per item (knowledge): lets a model be scored by how likely it finds
-    the answer (sdft_core.preflight.answer_logprobs), a finer measure than greedy accuracy."""
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    description: str
-    train: list[Example]
-    eval_splits: dict[str, list[EvalItem]]
-    """Items with answer keys per split; "train" (where present) holds the training questions' keys, for the
-    pre-flight diagnostic's teacher ceiling and for checking what a model learned on its own training questions."""
-    score: Callable[[str, dict], dict]
-    max_new_tokens: int
-    """Generation budget for evaluation answers and training rollouts on this task."""
+from sdft_core.data import EvalItem, Example, Task
 
 
 def _knowledge(variant: str = "qa") -> Task:

@@ -1,4 +1,5 @@
-"""Training examples and strict JSONL reading: a bad row stops everything with the file, the row and the field."""
+"""Training examples, tasks (training examples, evaluation items with answer keys, a scorer), and strict JSONL
+reading: a bad row stops everything with the file, the row and the field."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,32 @@ class Example:
     prompt: str
     demonstration: str
     context: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    id: str
+    prompt: str
+    reference: dict
+    """Task-specific answer key (JSON-serialisable), passed to the task's scorer."""
+    context: str | None = None
+    """Source text, for oracle-RAG evaluation (knowledge acquisition)."""
+    demonstration: str | None = None
+    """A correct answer, where the task has one per item (knowledge): lets a model be scored by how likely it finds
+    the answer (sdft_core.preflight.answer_logprobs), a finer measure than greedy accuracy."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    train: list[Example]
+    eval_splits: dict[str, list[EvalItem]]
+    """Items with answer keys per split; "train" (where present) holds the training questions' keys, for the
+    pre-flight diagnostic's teacher ceiling and for checking what a model learned on its own training questions."""
+    score: Callable[[str, dict], dict]
+    max_new_tokens: int
+    """Generation budget for evaluation answers and training rollouts on this task."""
 
 
 class DatasetError(ValueError):

@@ -38,7 +38,7 @@ from sdft_core.loss import Divergence
 from sdft_core.prompts import encode, student_prompt_ids, teacher_prompt_ids
 from sdft_core.report import save_figure
 from sdft_core.rollout import Batch, generate, left_pad, right_pad
-from sdft_core.train import completion_hidden, with_teacher_prompts
+from sdft_core.forward import completion_hidden, with_teacher_prompts
 
 STUDENT = "student (question only)"
 # Verdict thresholds (absolute accuracy points and fractions); documented in `verdict`.

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep.tasks import Task, load_task
+from data_prep.tasks import load_task
 from sdft_core.config import TrainConfig
+from sdft_core.data import Task
 from sdft_core.evaluate import evaluate_model, up_to_date
 from sdft_core.experiments import MIXTURE_ROLLOUTS
 from sdft_core.io import fingerprint, read_json, write_json, write_text

@@ -34,7 +34,7 @@ from sdft_core.prompts import TruncationCounter, student_prompt_ids, teacher_pro
 from sdft_core.report import save_figure
 from sdft_core.rollout import Batch, HFSampler, eos_token_ids
 from sdft_core.teacher import Teacher
-from sdft_core.train import completion_hidden, loss_weights, with_teacher_prompts
+from sdft_core.forward import completion_hidden, loss_weights, with_teacher_prompts
 
 DIVERGENCE_LABELS = {"reverse": "KL(student ‖ teacher)", "forward": "KL(teacher ‖ student)",
                      "jsd": "JSD(student, teacher)"}

@@ -46,6 +46,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from sdft_core.config import TEACHER_METHODS, TrainConfig
 from sdft_core.data import Example
+from sdft_core.forward import completion_hidden, loss_weights, with_teacher_prompts
 from sdft_core.io import atomic_write, fingerprint, provenance, read_json, write_json, write_jsonl
 from sdft_core.lora import (STUDENT_ADAPTER, adapter_state_dict, apply_lora, is_lora, load_adapter_state_dict,
                             merged_state_dict)
@@ -56,33 +57,6 @@ from sdft_core.rollout import Batch, HFSampler, eos_token_ids, generate, inferen
 from sdft_core.teacher import Teacher
 
 
-def completion_hidden(model, batch: Batch) -> torch.Tensor:
-    """Final (normed) hidden states at the positions that predict each completion token: [B, T, H].
-
-    The vocabulary projection happens later, chunk by chunk, in the loss."""
-    attention_mask = batch.attention_mask
-    # Same positions as `generate` gives left-padded prompts, so scores match what was sampled.
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    inputs = {"input_ids": batch.input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
-              "use_cache": False}
-    if torch.is_grad_enabled() or isinstance(model, FSDPModule):
-        # Through the model's own forward, so that a DistributedDataParallel or FSDP wrapper sees it (FSDP gathers
-        # the embeddings and the output head in the root's forward); logits for one position only.
-        hidden = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-    else:
-        # No gradient: the decoder alone frees each layer's activations as it goes.
-        hidden = model.get_decoder()(**inputs).last_hidden_state
-    prompt_length, completion_length = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
-    return hidden[:, prompt_length - 1 : prompt_length + completion_length - 1]
-
-
-def loss_weights(completion_mask: torch.Tensor, mask_first_tokens: int) -> torch.Tensor:
-    """Completion mask with the first `mask_first_tokens` positions of every completion set to 0 (paper §5)."""
-    weights = completion_mask.float().clone()
-    weights[:, :mask_first_tokens] = 0.0
-    return weights
-
-
 def data_order(num_examples: int, epochs: float, seed: int, repeats: int = 1) -> list[int]:
     """Example indices in training order: a fresh permutation per epoch, cut at round(num_examples * epochs), each
     index repeated `repeats` times in a row (several rollouts of one prompt in the same batch)."""
@@ -90,13 +64,6 @@ def data_order(num_examples: int, epochs: float, seed: int, repeats: int = 1) ->
     for epoch in range(math.ceil(epochs)):
         order.extend(np.random.default_rng([seed, epoch]).permutation(num_examples).tolist())
     return [index for index in order[: max(1, round(num_examples * epochs))] for _ in range(repeats)]
-
-
-def with_teacher_prompts(rollout: Batch, teacher_prompts: list[list[int]], pad_id: int) -> Batch:
-    """The same sampled completions behind the teacher's context instead of the student's."""
-    prompt_ids, prompt_mask = left_pad(teacher_prompts, pad_id)
-    device = rollout.completion_ids.device
-    return Batch(prompt_ids.to(device), prompt_mask.to(device), rollout.completion_ids, rollout.completion_mask)
 
 
 class TrainingDiverged(FloatingPointError):

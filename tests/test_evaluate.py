@@ -1,12 +1,16 @@
 """Evaluation helpers on the tiny random model: scoring records, sequence KL, caching."""
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from data_prep.tasks import EvalItem, Task
 from sdft_core import evaluate
-from sdft_core.data import Example
+from sdft_core.config import TrainConfig
+from sdft_core.data import EvalItem, Example, Task
 from sdft_core.evaluate import evaluate_model, prompt_ids, sampled_sequence_kl, score_items
-from sdft_core.model import load_model
+from sdft_core.io import read_json, write_json
+from sdft_core.model import load_model, weights_fingerprint
+from sdft_core.selection import select_best
+from sdft_core.train import train
 
 
 def test_score_items_averages_every_boolean():
@@ -42,13 +46,7 @@ def test_evaluate_model_is_cached_and_counts_response_tokens(tmp_path, tiny_mode
 def test_a_cached_evaluation_is_keyed_by_the_weights_it_read(tmp_path, tiny_model_dir, capsys):
     """Train, evaluate, perturb one weight, evaluate again: recomputed. Evaluate the untouched model: skipped, even
     when the run's summary (its run id) is the same before and after."""
-    from safetensors.torch import load_file, save_file
 
-    from sdft_core.config import TrainConfig
-    from sdft_core.data import Example
-    from sdft_core.io import read_json
-    from sdft_core.model import weights_fingerprint
-    from sdft_core.train import train
 
     examples = [Example(f"e{i}", f"Say {i}.", f"{i}") for i in range(2)]
     config = TrainConfig(model=tiny_model_dir, method="sft", batch_size=2, micro_batch_size=2, warmup_steps=0)
@@ -79,11 +77,6 @@ def test_a_cached_evaluation_is_keyed_by_the_weights_it_read(tmp_path, tiny_mode
 
 def test_select_best_picks_by_validation_then_trains_and_tests_the_chosen_configuration_per_seed(
         tmp_path, tiny_model_dir):
-    from sdft_core.config import TrainConfig
-    from sdft_core.evaluate import select_best
-    from sdft_core.io import read_json, write_json
-    from sdft_core.data import Example
-    from sdft_core.train import train
 
     examples = [Example(f"e{i}", f"Say {i}.", f"{i}") for i in range(4)]
     items = [EvalItem(f"i{n}", f"Say {n}.", {"answer": str(n)}) for n in range(2)]

@@ -9,13 +9,13 @@ from peft import PeftModel
 
 from sdft_core import lora
 from sdft_core.config import TrainConfig
+from sdft_core.forward import completion_hidden, with_teacher_prompts
 from sdft_core.loss import Divergence, distillation_loss
 from sdft_core.model import load_model, load_tokenizer
 from sdft_core.prompts import student_prompt_ids, teacher_prompt_ids
 from sdft_core.rollout import HFSampler
 from sdft_core.teacher import Teacher
-from sdft_core.train import (Loop, completion_hidden, distillation_step, rollout_seed, run_id_for, train,
-                             with_teacher_prompts)
+from sdft_core.train import Loop, distillation_step, rollout_seed, run_id_for, train
 from tests.test_train import EXAMPLES, checkpoint_state, config
 
 TARGETS = ["q_proj", "v_proj", "up_proj"]

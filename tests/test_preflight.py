@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from data_prep.tasks import EvalItem, Task
 from sdft_core import preflight
-from sdft_core.data import Example
+from sdft_core.data import EvalItem, Example, Task
 from sdft_core.loss import Divergence
 from sdft_core.model import load_model, load_tokenizer
 from sdft_core.prompts import encode, student_prompt_ids, teacher_prompt_ids

@@ -8,9 +8,9 @@ import torch
 
 from sdft_core.config import TrainConfig
 from sdft_core.data import Example
+from sdft_core.forward import completion_hidden, loss_weights
 from sdft_core.rollout import Batch, HFSampler, completion_mask, generate
-from sdft_core.train import (TrainingDiverged, completion_hidden, data_order, guided_fraction_at,
-                             loss_weights, train)
+from sdft_core.train import TrainingDiverged, data_order, guided_fraction_at, train
 
 EXAMPLES = [Example(f"e{i}", f"Question number {i}?", f"Answer {i}.", f"Context {i}.") for i in range(8)]
 

@@ -16,12 +16,13 @@ pytest.importorskip("trl.experimental.sdft", reason="TRL's experimental SDFTTrai
                     "(pip install -e '.[peers]'): there is nothing to compare against")
 pytest.importorskip("datasets", reason="datasets (the `peers` extra) is not installed; TRL's trainer needs it")
 
+from sdft_core.forward import completion_hidden, with_teacher_prompts  # noqa: E402
 from sdft_core.loss import per_token_divergence, stepwise_divergence  # noqa: E402
 from sdft_core.model import load_model  # noqa: E402
 from sdft_core.prompts import student_prompt_ids, teacher_prompt_ids  # noqa: E402
 from sdft_core.rollout import Batch, completion_mask, generate, left_pad, right_pad  # noqa: E402
 from sdft_core.teacher import Teacher  # noqa: E402
-from sdft_core.train import Loop, completion_hidden, data_order, distillation_step, with_teacher_prompts  # noqa: E402
+from sdft_core.train import Loop, data_order, distillation_step  # noqa: E402
 
 BATCH, STEPS, MAX_NEW_TOKENS = 4, 2, 8
 
