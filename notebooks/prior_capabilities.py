@@ -26,10 +26,9 @@ dtype = "float32"  # bfloat16 on GPUs
 device = "cpu"
 
 # %%
-import os
+from sdft_core.io import use_hub_offline
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read by datasets and huggingface_hub when lm-eval imports them
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+use_hub_offline()  # before transformers and lm-eval import huggingface_hub and datasets
 
 from sdft_core.model import EMBEDDED_MODEL
 from sdft_core.prior_capabilities import evaluate_prior_capabilities, prior_capabilities_table

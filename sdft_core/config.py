@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 
 from sdft_core.loss import DIRECTIONS, ESTIMATORS, Divergence
@@ -202,17 +201,6 @@ class TrainConfig:
     def divergence(self) -> Divergence:
         return Divergence(self.direction, self.jsd_beta, self.topk, self.topk_support)
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {unknown}")
-        return cls(**values)
-
 
 # Named presets (README "Presets" explains why the two differ): the paper as written (§3: reverse KL) and as the
 # authors' released code runs it (per-token forward KL over the full vocabulary). Both: analytic per-token estimator,
@@ -232,8 +220,12 @@ def preset(name: str, **overrides) -> TrainConfig:
     return TrainConfig(**{**PRESETS[name], **overrides})
 
 
+# SFT + re-invocation (Lu & Thinking Machines Lab 2025): after SFT, on-policy distillation from the frozen *base* model
+# on general-purpose prompts, the teacher seeing exactly the student's prompt (model = the SFT model, teacher_model =
+# the base model).
+REINVOCATION = {"method": "sdft", "teacher_kind": "frozen", "teacher_context": "prompt"}
+
+
 def reinvocation_config(sft_model: str, base_model: str, **overrides) -> TrainConfig:
-    """SFT + re-invocation (Lu & Thinking Machines Lab 2025): after SFT, on-policy distillation from the frozen *base*
-    model on general-purpose prompts, the teacher seeing exactly the student's prompt. Train it on general prompts."""
-    return TrainConfig(**{"method": "sdft", "model": sft_model, "teacher_model": base_model, "teacher_kind": "frozen",
-                          "teacher_context": "prompt", **overrides})
+    """The re-invocation stage after SFT (REINVOCATION). Train it on general prompts."""
+    return TrainConfig(**{**REINVOCATION, "model": sft_model, "teacher_model": base_model, **overrides})

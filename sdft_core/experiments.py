@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from sdft_core.config import REINVOCATION
 from sdft_core.prompts import TEACHER_TEMPLATES
 
 
@@ -49,6 +50,25 @@ DEFAULT_SEEDS = (0, 1, 2)
 def seeded(name: str, seed: int) -> str:
     """The name of a run or an evaluation for one training seed."""
     return name if seed == 0 else f"{name}_seed{seed}"
+
+
+def steps_needed_for(steps: list[Step], targets: list[str]) -> list[Step]:
+    """The steps that `targets` (step names) need, themselves included, each after the steps it needs."""
+    by_name = {step.name: step for step in steps}
+    unknown = sorted(set(targets) - set(by_name))
+    if unknown:
+        raise ValueError(f"unknown steps {unknown}; there are: {', '.join(by_name)}")
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in ordered:
+            for dependency in by_name[name].after:
+                visit(dependency)
+            ordered.append(name)
+
+    for target in targets:
+        visit(target)
+    return [by_name[name] for name in ordered]
 
 
 class Plan:
@@ -115,17 +135,7 @@ class Plan:
 
     def restricted_to(self, targets: list[str]) -> list[Step]:
         """The steps needed for `targets`, in dependency order."""
-        ordered: list[str] = []
-
-        def visit(name: str) -> None:
-            if name not in ordered:
-                for dependency in self.steps[name].after:
-                    visit(dependency)
-                ordered.append(name)
-
-        for target in targets:
-            visit(target)
-        return [self.steps[name] for name in ordered]
+        return steps_needed_for(list(self.steps.values()), targets)
 
     def all_steps(self) -> list[Step]:
         return self.restricted_to(list(self.steps))
@@ -347,9 +357,8 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
             pareto[run] = {"method": method, "eval": evaluate(run, skill, run), "prior": prior(run, run)}
             if method == "sft":
                 reinvoked = f"{run}_reinvoke"
-                train(reinvoked, "general", start_from=run, method="sdft", teacher_model=BASE_MODEL,
-                      teacher_kind="frozen", teacher_context="prompt", learning_rate=1e-4, epochs=1.0, batch_size=8,
-                      micro_batch_size=8, max_new_tokens=48)
+                train(reinvoked, "general", start_from=run, **REINVOCATION, teacher_model=BASE_MODEL,
+                      learning_rate=1e-4, epochs=1.0, batch_size=8, micro_batch_size=8, max_new_tokens=48)
                 pareto[reinvoked] = {"method": "sft_reinvoke", "eval": evaluate(reinvoked, skill, reinvoked),
                                      "prior": prior(reinvoked, reinvoked)}
     figures.append(plan.add("fig4_pareto", "fig4_pareto", {"task": skill, "models": pareto},

@@ -84,3 +84,10 @@ def provenance(seconds: float | None = None) -> dict:
     block = {"commit": commit, "machine": machine(),
              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return block if seconds is None else {**block, "seconds": round(seconds, 1)}
+
+
+def use_hub_offline() -> None:
+    """Tell `datasets` and `huggingface_hub` (read when they are imported, e.g. by lm-eval) not to reach the hub, unless
+    the environment says otherwise. Call before they are imported."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sdft_core.experiments import DEFAULT_RESULTS, PROFILES, Step
+from sdft_core.experiments import DEFAULT_RESULTS, PROFILES, Step, steps_needed_for
 from sdft_core.io import fingerprint, provenance, read_json, write_json, write_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,19 +55,11 @@ def notebook_path(name: str) -> Path:
 
 
 def only(steps: list[Step], targets: list[str]) -> list[Step]:
-    """The steps needed for `targets` (step names), in the original order."""
-    by_name = {step.name: step for step in steps}
-    unknown = sorted(set(targets) - set(by_name))
-    if unknown:
-        raise SystemExit(f"unknown steps {unknown}; this profile has: {', '.join(by_name)}")
-    needed: set[str] = set()
-    stack = list(targets)
-    while stack:
-        name = stack.pop()
-        if name not in needed:
-            needed.add(name)
-            stack.extend(by_name[name].after)
-    return [step for step in steps if step.name in needed]
+    """The steps `targets` need (experiments.steps_needed_for); an unknown step name ends the command."""
+    try:
+        return steps_needed_for(steps, targets)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def profile_steps(profile: str, results_dir: Path, seeds: int | None = None) -> list[Step]:

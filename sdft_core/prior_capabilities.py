@@ -32,7 +32,7 @@ from typing import Mapping
 import pandas as pd
 
 from sdft_core.evaluate import generate_texts, prompt_ids
-from sdft_core.io import fingerprint, provenance, read_json, write_json
+from sdft_core.io import fingerprint, provenance, read_json, use_hub_offline, write_json
 from sdft_core.model import (EMBEDDED_MODEL, cache_dir, load_model, load_tokenizer, resolve_model_path,
                              weights_fingerprint)
 from sdft_core.offline_humaneval import (PROMPT_STYLES, complete_code, load_humaneval, score_humaneval,
@@ -350,9 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         if str(field.type) == "int | None" and arguments[field.name] == 0:
             arguments[field.name] = None
     if arguments["suite"] == "offline":
-        # datasets and huggingface_hub read these at import: set before lm-eval is imported.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        use_hub_offline()  # before lm-eval is imported
     result = evaluate_prior_capabilities(model, output, PriorCapabilitiesConfig(**arguments))
     print(prior_capabilities_table({model: result}).to_markdown())
 
