@@ -52,8 +52,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from data_prep.demonstrations import multiple_choice_matches
+from data_prep.qa_generation import KINDS
 from data_prep.skills import ToolCall, parse_tool_calls, values_match
 from sdft_core.data import DatasetError, EvalItem, Example, Task, read_rows, require
+from sdft_core.judge import RUBRICS, UNPARSEABLE, JudgeItem, judge_responses, make_verdict
+from sdft_core.openai_client import DEFAULT_CACHE_DIR, ChatClient, ChatRequest, ClientConfig, user_message
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "paper"
 DATA_ENV = "SDFT_PAPER_DATA"
@@ -159,14 +163,10 @@ def tool_use() -> Task:
 
 
 def score_multiple_choice(response: str, reference: dict) -> dict:
-    from data_prep.demonstrations import multiple_choice_matches
-
     return {"correct": multiple_choice_matches(response, reference["answer"])}
 
 
 def _choice_rows(path: Path) -> list[dict]:
-    from data_prep.demonstrations import multiple_choice_matches
-
     rows = read_rows(path, ("id", "prompt", "answer"))
     for number, row in enumerate(rows, start=1):
         try:
@@ -177,8 +177,6 @@ def _choice_rows(path: Path) -> list[dict]:
 
 
 def science() -> Task:
-    from data_prep.demonstrations import multiple_choice_matches
-
     root = data_dir()
     folder = root / "sciknoweval"
     demonstrations_path = folder / "train_demonstrations.jsonl"
@@ -227,8 +225,6 @@ def science() -> Task:
 
 def judge_client_config():
     """The judge's client settings, read from the environment when the first response is scored."""
-    from data_prep.openai_client import DEFAULT_CACHE_DIR, ClientConfig
-
     return ClientConfig(model=os.environ.get("SDFT_JUDGE_MODEL", "").strip() or JUDGE_MODEL,
                         cache_dir=os.environ.get("SDFT_JUDGE_CACHE_DIR", "").strip() or DEFAULT_CACHE_DIR)
 
@@ -246,14 +242,10 @@ class JudgeScorer:
     @property
     def client(self):
         if self._client is None:
-            from data_prep.openai_client import ChatClient
-
             self._client = ChatClient(judge_client_config())
         return self._client
 
     def _result(self, verdict) -> dict:
-        from sdft_core.judge import UNPARSEABLE
-
         judged = verdict.label != UNPARSEABLE
         strict, lenient = bool(verdict.strict), bool(verdict.lenient)
         if self.rubric == "medical":
@@ -261,8 +253,6 @@ class JudgeScorer:
         return {"correct": strict, "strict": strict, "lenient": lenient, "judged": judged}
 
     def __call__(self, response: str, reference: dict) -> dict:
-        from data_prep.openai_client import ChatRequest, user_message
-        from sdft_core.judge import RUBRICS, make_verdict
 
         rubric = RUBRICS[self.rubric]
         # The request judge_responses makes (no temperature, no max_tokens), so both share cache entries.
@@ -270,8 +260,6 @@ class JudgeScorer:
         return self._result(make_verdict("", self.client.complete(request).text, rubric))
 
     def score_many(self, responses: list[str], references: list[dict]) -> list[dict]:
-        from sdft_core.judge import JudgeItem, judge_responses
-
         if len(responses) != len(references):
             raise ValueError(f"{len(responses)} responses for {len(references)} references")
         items = [JudgeItem(str(index), reference["question"], reference["answer"], response)
@@ -323,8 +311,6 @@ def knowledge_splits(rows: list[dict], seed: int = KNOWLEDGE_SPLIT_SEED,
 
 def knowledge(corpus: bool = False) -> Task:
     """The Q&A task; corpus=True: the same task with the articles themselves as training documents (CPT)."""
-    from data_prep.qa_generation import KINDS
-
     root = data_dir()
     folder = root / "knowledge"
     articles_path, qa_path = folder / "articles.jsonl", folder / "qa.jsonl"

@@ -7,16 +7,14 @@ whose "correct" entry is the task's accuracy (other entries, e.g. knowledge's "l
 
 from __future__ import annotations
 
-from data_prep import paper_tasks
+from data_prep import knowledge, paper_tasks, skills
 from sdft_core.data import EvalItem, Example, Task
+from sdft_core.scoring import score_facts
 
 
 def _knowledge(variant: str = "qa") -> Task:
     """variant "qa": the Q&A pairs (paper Table 1's SFT/SDFT data); "corpus": the raw articles as training documents
     (CPT); "answer_only": demonstrations cut to the bare facts, the answer-only supervision of paper §4.4 / Table 2."""
-    from data_prep import knowledge
-    from sdft_core.scoring import score_facts
-
     articles = knowledge.load_articles()
     questions = knowledge.load_questions("train", articles=articles)
 
@@ -44,15 +42,11 @@ def _knowledge(variant: str = "qa") -> Task:
 def _general() -> Task:
     """General-purpose prompts without demonstrations: the data of the re-invocation stage (on-policy distillation
     from the base model after SFT). No evaluation split: forgetting is measured on the separate "eval" prompts."""
-    from data_prep.knowledge import load_general_prompts
-
-    train = [Example(row["id"], row["prompt"], "") for row in load_general_prompts("train")]
+    train = [Example(row["id"], row["prompt"], "") for row in knowledge.load_general_prompts("train")]
     return Task("general", "General-purpose prompts for re-invocation", train, {}, lambda r, ref: {}, 64)
 
 
 def _skill(name: str) -> Task:
-    from data_prep import skills
-
     load, score, description, max_new_tokens = {
         "tool_use": (skills.load_tool_use, skills.score_tool_call,
                      "Tool use: invented APIs in ToolAlpaca's format, one call per request (paper §4, B.3)", 64),

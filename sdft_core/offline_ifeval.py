@@ -1,6 +1,6 @@
 """IFEval without the hub: prompts written for this repository, scored by lm-eval's own IFEval checkers.
 
-The prompts (data_prep/embedded/ifeval_offline.jsonl) use IFEval's record format — `instruction_id_list` and one
+The prompts (sdft_core/assets/ifeval_offline.jsonl) use IFEval's record format — `instruction_id_list` and one
 `kwargs` dict per instruction — so `lm_eval.tasks.ifeval.utils.process_results` scores them exactly as lm-eval
 scores IFEval, and the headline metric is lm-eval's inst_level_loose_acc (fraction of instructions followed by the
 response or one of its loose variants: first/last line removed, '*' removed).
@@ -22,10 +22,9 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-import data_prep
 from sdft_core.data import DatasetError, check_unique_ids, read_jsonl, require
 
-OFFLINE_IFEVAL_PATH = Path(data_prep.__file__).parent / "embedded" / "ifeval_offline.jsonl"
+OFFLINE_IFEVAL_PATH = Path(__file__).parent / "assets" / "ifeval_offline.jsonl"
 
 # Abbreviations Punkt must not end a sentence after (lower case, without the final period, as punkt_tab stores them).
 PUNKT_ABBREVIATIONS = ("mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "inc", "ltd",

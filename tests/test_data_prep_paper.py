@@ -15,7 +15,7 @@ from data_prep import paper_datasets
 from data_prep.demonstrations import DemonstrationConfig, build_demonstrations, extract_choice, \
     multiple_choice_matches
 from data_prep.knowledge import load_articles
-from data_prep.openai_client import MissingCredentialsError
+from sdft_core.openai_client import MissingCredentialsError
 from data_prep.paper_datasets import PaperDatasetsConfig
 from data_prep.qa_generation import EXAM_PROMPT, QAGenerationConfig, generate_qa, parse_qa
 from sdft_core.data import DatasetError, Example

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from data_prep.openai_client import ChatClient, ChatError, ChatRequest, ClientConfig, MissingCredentialsError, \
+from sdft_core.openai_client import ChatClient, ChatError, ChatRequest, ClientConfig, MissingCredentialsError, \
     Usage, check_credentials, config_from_argv, retry_after_s, user_message
 
 API_KEY = "sk-test-NEVER-WRITE-ME-0123456789"

@@ -10,7 +10,7 @@ import pytest
 from test_openai_client import API_KEY, client_config, fake_server  # noqa: F401 (fixtures shared with the client tests)
 
 from data_prep import paper_tasks
-from data_prep.openai_client import MissingCredentialsError
+from sdft_core.openai_client import MissingCredentialsError
 from data_prep.paper_tasks import MissingPaperData, knowledge_splits, score_multiple_choice, score_tool_calls
 from data_prep.tasks import TASKS, load_task
 from sdft_core.data import DatasetError
