@@ -17,9 +17,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # batch runs have no display; the notebook shows the saved PNGs
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
