@@ -19,7 +19,7 @@ import json
 import sys
 import typing
 
-from sdft_core.config import PRESETS, TrainConfig
+from sdft_core.config import PRESETS, TrainConfig, preset_config
 
 
 def _field_docs() -> dict[str, str]:
@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> None:
                  if f.name != "extra" and getattr(args, f.name) is not None}
     task = load_task(args.task)
     overrides.setdefault("max_new_tokens", task.max_new_tokens)
-    config = TrainConfig(**{**(PRESETS[args.preset] if args.preset else {}), **overrides,
-                            "extra": {"task": args.task}})
+    config = preset_config(args.preset or "", **overrides, extra={"task": args.task})
     summary = train(config, task.train[: args.max_train_examples or None], args.output_dir,
                     stop_after_step=args.stop_after_step)
     print(json.dumps(summary, indent=2))

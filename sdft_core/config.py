@@ -214,10 +214,12 @@ PRESETS = {
 }
 
 
-def preset(name: str, **overrides) -> TrainConfig:
-    if name not in PRESETS:
+def preset_config(name: str = "", **fields) -> TrainConfig:
+    """A TrainConfig from a named preset (or none: name "") and the given fields. The given fields win over the
+    preset, and the preset over TrainConfig's defaults: the one precedence of the train notebook and the CLI."""
+    if name and name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    return TrainConfig(**{**PRESETS[name], **overrides})
+    return TrainConfig(**{**PRESETS.get(name, {}), **fields})
 
 
 # SFT + re-invocation (Lu & Thinking Machines Lab 2025): after SFT, on-policy distillation from the frozen *base* model

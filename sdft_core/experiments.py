@@ -20,11 +20,10 @@ once: greedy evaluation of a fixed model does not depend on the training seed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 
-from sdft_core.config import REINVOCATION
+from sdft_core.config import REINVOCATION, TrainConfig
 from sdft_core.prompts import TEACHER_TEMPLATES
 
 
@@ -36,12 +35,10 @@ class Step:
     after: tuple[str, ...] = ()
 
 
-@cache
-def _train_notebook_parameters() -> frozenset[str]:
-    import papermill
-
-    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "train.ipynb"
-    return frozenset(papermill.inspect_notebook(str(notebook)))
+# Where every training run of the plans starts, over TrainConfig's defaults: the settings the tiny profile's runs were
+# defined on (a plan's runs override most of them; the paper's runs all of them that matter).
+PLAN_TRAINING = {"learning_rate": 1e-4, "epochs": 3.0, "batch_size": 8, "micro_batch_size": 8, "warmup_steps": 2,
+                 "checkpoint_every": 10}
 
 
 DEFAULT_SEEDS = (0, 1, 2)
@@ -94,20 +91,18 @@ class Plan:
 
     def train(self, run: str, task: str, after: tuple[str, ...] = (), start_from: str | None = None,
               seeds: tuple[int, ...] | None = None, **parameters) -> list[str]:
-        """One training run per seed (default: the plan's seeds); returns the step names. start_from: a run whose
-        trained model (of the same seed) this run starts from. TrainConfig fields that the train notebook does not
-        list as parameters of their own go to its `config_overrides`."""
-        flat = {k: v for k, v in parameters.items() if k in _train_notebook_parameters()}
-        rest = {k: v for k, v in parameters.items() if k not in flat}
-        overrides = {"config_overrides": rest} if rest else {}
+        """One training run per seed (default: the plan's seeds); returns the step names. `parameters`: TrainConfig
+        fields over PLAN_TRAINING (the train notebook's `config`), or the notebook's own (max_train_examples).
+        start_from: a run whose trained model (of the same seed) this run starts from."""
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        notebook = {k: v for k, v in parameters.items() if k not in fields}
         steps = []
         for seed in self.seeds_of(run, seeds):
             name = seeded(run, seed)
-            origin = {}
-            if start_from:
-                origin = {"model": self.model_dir(seeded(start_from, seed))}
+            origin = {"model": self.model_dir(seeded(start_from, seed))} if start_from else {}
+            config = {**PLAN_TRAINING, **{k: v for k, v in parameters.items() if k in fields}, **origin, "seed": seed}
             steps.append(self.add(f"train_{name}", "train",
-                                  {"task": task, "run_name": name, **flat, **origin, "seed": seed, **overrides},
+                                  {"task": task, "run_name": name, "config": config, **notebook},
                                   after + ((f"train_{seeded(start_from, seed)}",) if start_from else ())))
         return steps
 

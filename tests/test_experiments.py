@@ -54,11 +54,12 @@ def test_every_training_run_is_repeated_per_seed_and_chains_stay_within_a_seed()
     for name in trained:
         for seed in (1, 2):
             repeated = steps[f"{name}_seed{seed}"]
-            assert repeated.parameters["seed"] == seed and repeated.parameters["run_name"].endswith(f"_seed{seed}")
-        assert steps[name].parameters["seed"] == 0
+            assert repeated.parameters["config"]["seed"] == seed
+            assert repeated.parameters["run_name"].endswith(f"_seed{seed}")
+        assert steps[name].parameters["config"]["seed"] == 0
     # Sequential training and re-invocation start from the previous model of the same seed.
     third = steps["train_seq_sdft_3_knowledge_seed2"]
-    assert third.parameters["model"] == "results/tiny/runs/seq_sdft_2_extraction_seed2/model"
+    assert third.parameters["config"]["model"] == "results/tiny/runs/seq_sdft_2_extraction_seed2/model"
     assert third.after == ("train_seq_sdft_2_extraction_seed2",)
     # The base model is evaluated once; every trained model once per seed, and reports get all seeds.
     assert "eval_knowledge_base_seed1" not in steps and "prior_base_seed1" not in steps

@@ -246,3 +246,14 @@ def test_importance_sampling_runs_in_the_loop_and_logs_its_statistics(tmp_path, 
           progress=False)
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").open()]
     assert all(r["is_ratio_mean"] > 0 and 0 <= r["is_capped_fraction"] <= 1 for r in rows)
+
+
+def test_given_fields_win_over_a_preset_and_a_preset_over_the_defaults():
+    from sdft_core.config import PRESETS, preset_config
+
+    as_run = preset_config("paper_as_run", learning_rate=3e-4, direction="reverse")
+    assert as_run.direction == "reverse" and as_run.learning_rate == 3e-4  # given
+    assert as_run.mask_first_tokens == PRESETS["paper_as_run"]["mask_first_tokens"] == 3  # preset over default
+    assert preset_config(learning_rate=3e-4) == TrainConfig(learning_rate=3e-4)  # no preset: the defaults
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_config("paper_as_imagined")
