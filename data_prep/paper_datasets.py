@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdft_core.openai_client import config_from_argv
+from sdft_core.options import config_from_argv
 from sdft_core.data import DatasetError, require
 from sdft_core.io import fingerprint, read_json, write_json, write_jsonl
 

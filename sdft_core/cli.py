@@ -6,28 +6,19 @@
     python -m sdft_core.cli train --task knowledge --preset paper_as_run --output-dir ...
     python -m sdft_core.cli train --task knowledge --lora-rank 16 --output-dir ...     # LoRA (sdft_core/lora.py)
 
-Every TrainConfig field is a flag (underscores become dashes); `--help` shows each field's documentation.
+Every TrainConfig field is a flag (underscores become dashes; sdft_core/options.py: true/false, "none", lists as
+several values); `--help` shows each field's documentation. Flags win over a preset, a preset over the defaults.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import json
 import sys
-import typing
 
 from sdft_core.config import PRESETS, TrainConfig, preset_config
-
-
-def _field_docs() -> dict[str, str]:
-    """The docstring under each TrainConfig field, read from the source (the documentation lives there)."""
-    body = ast.parse(inspect.getsource(TrainConfig)).body[0].body
-    return {node.target.id: " ".join(after.value.value.split()) for node, after in zip(body, body[1:])
-            if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)}
+from sdft_core.options import add_field_options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,21 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--max-train-examples", type=int, default=0, help="use only the first N examples (0: all)")
     train.add_argument("--stop-after-step", type=int, help="stop after this optimizer step, leaving a checkpoint "
                        "(split a long run over several sessions; a rerun resumes it)")
-    docs = _field_docs()
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
-        if field.name == "extra":
-            continue
-        kind = hints[field.name]
-        base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
-        flag = "--" + field.name.replace("_", "-")
-        if base is bool:
-            train.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
-                               help=docs.get(field.name))
-        elif typing.get_origin(kind) is list:  # e.g. --lora-target-modules q_proj v_proj
-            train.add_argument(flag, nargs="+", type=typing.get_args(kind)[0], default=None, help=docs.get(field.name))
-        else:
-            train.add_argument(flag, type=base, default=None, help=docs.get(field.name))
+    add_field_options(train, TrainConfig, skip=("extra",), given_only=True)
     return parser
 
 

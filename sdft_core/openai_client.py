@@ -17,18 +17,14 @@ http://host:8000/v1) or a llama.cpp server (base_url http://host:8080/v1).
 
 from __future__ import annotations
 
-import argparse
-import ast
 import dataclasses
 import email.utils
 import hashlib
-import inspect
 import json
 import os
 import random
 import re
 import sys
-import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +37,7 @@ import openai
 from tqdm import tqdm
 
 from sdft_core.io import write_json
+from sdft_core.options import config_from_argv
 
 DEFAULT_CACHE_DIR = "~/.cache/sdft_kit/openai"
 
@@ -369,52 +366,3 @@ def run_command_line(entry_point: Callable[[Any], Any], config_class: type, argv
         entry_point(config)
     except (MissingCredentialsError, ChatError) as err:
         raise SystemExit(f"error: {err}") from None
-
-
-def config_from_argv(config_class: type, argv: list[str] | None = None, description: str | None = None):
-    """Build an entry point's config dataclass from `--field-name value` options; `--help` shows each field's
-    documentation. "none" sets an optional field to None."""
-    docs = _field_docs(config_class)
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(config_class):
-        parse, optional = _value_parser(str(field.type))
-        help_text = (docs.get(field.name, "") + f" (default: {field.default!r})").replace("%", "%%")
-        parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default=field.default,
-                            type=(lambda text, parse=parse, optional=optional:
-                                  None if optional and text.lower() == "none" else parse(text)),
-                            help=help_text)
-    return config_class(**vars(parser.parse_args(argv)))
-
-
-def _value_parser(annotation: str):
-    parts = [part.strip() for part in annotation.split("|")]
-    optional = "None" in parts
-    kind = next(part for part in parts if part != "None")
-    parsers = {"str": str, "int": int, "float": float, "bool": _parse_bool}
-    if kind not in parsers:
-        raise TypeError(f"config_from_argv cannot parse fields of type {annotation!r}")
-    return parsers[kind], optional
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _field_docs(config_class: type) -> dict[str, str]:
-    """The docstring under each field of a config dataclass and of the dataclasses it extends."""
-    docs: dict[str, str] = {}
-    for klass in reversed(config_class.__mro__[:-1]):
-        try:
-            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
-        except (OSError, TypeError):
-            continue
-        for node, following in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-                    and isinstance(following.value.value, str)):
-                docs[node.target.id] = " ".join(following.value.value.split())
-    return docs

@@ -39,6 +39,7 @@ from sdft_core.offline_humaneval import (PROMPT_STYLES, complete_code, load_huma
                                          subsample_humaneval)
 from sdft_core.offline_ifeval import load_ifeval_prompts, score_ifeval
 from sdft_core.offline_mmlu import MMLU_FORMATS, load_mmlu, run_mmlu, subsample_mmlu
+from sdft_core.options import add_field_options
 from sdft_core.stats import mean_ci, paired_comparison, seeded_subsample
 
 SUITES = ("offline", "paper")
@@ -333,22 +334,13 @@ def _cell(values: list[float], confidence: float, digits: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Evaluate prior capabilities (paper Table 5).",
-                                     epilog="Settings: the fields of PriorCapabilitiesConfig (documented there).")
+                                     epilog="Settings: the fields of PriorCapabilitiesConfig (documented there); "
+                                            "\"none\" for a size means all.")
     parser.add_argument("--model", default=EMBEDDED_MODEL, help="HF id, local folder, or the embedded default")
     parser.add_argument("--output", required=True, help="result JSON (rerunning skips finished benchmarks)")
-    for field in dataclasses.fields(PriorCapabilitiesConfig):
-        kind = {"int | None": int, "float": float, "int": int, "str": str, "bool": None}[str(field.type)]
-        flag = "--" + field.name.replace("_", "-")
-        if kind is None:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-        else:
-            parser.add_argument(flag, type=kind, default=field.default,
-                                help="0 = all" if str(field.type) == "int | None" else None)
+    add_field_options(parser, PriorCapabilitiesConfig)
     arguments = vars(parser.parse_args(argv))
     model, output = arguments.pop("model"), arguments.pop("output")
-    for field in dataclasses.fields(PriorCapabilitiesConfig):
-        if str(field.type) == "int | None" and arguments[field.name] == 0:
-            arguments[field.name] = None
     if arguments["suite"] == "offline":
         use_hub_offline()  # before lm-eval is imported
     result = evaluate_prior_capabilities(model, output, PriorCapabilitiesConfig(**arguments))

@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from sdft_core.openai_client import ChatClient, ChatError, ChatRequest, ClientConfig, MissingCredentialsError, \
-    Usage, check_credentials, config_from_argv, retry_after_s, user_message
+    Usage, check_credentials, retry_after_s, user_message
+from sdft_core.options import config_from_argv
 
 API_KEY = "sk-test-NEVER-WRITE-ME-0123456789"
 
