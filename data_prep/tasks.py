@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from data_prep import knowledge, paper_tasks, skills
 from sdft_core.data import EvalItem, Example, Task
-from sdft_core.scoring import score_facts
+from sdft_core.fact_matcher import score_facts
 
 
 def _knowledge(variant: str = "qa") -> Task:

@@ -173,7 +173,7 @@ def preflight(plan: Plan, task: str, recipe: dict, name: str = "", after: tuple[
                                         "temperature": recipe.get("temperature", 1.0), **parameters}, after)
 
 
-def knowledge_table(plan: Plan, runs: dict, evaluation: dict, preflight_sizes: dict) -> str:
+def knowledge_report_step(plan: Plan, runs: dict, evaluation: dict, preflight_sizes: dict) -> str:
     """Paper Table 1's core on the knowledge task: the pre-flight diagnostic of the SDFT recipe first, then base,
     SFT, SDFT with forgetting measures → table and figure."""
     checks = (plan.add("knowledge_data", "knowledge_data", {}), preflight(plan, "knowledge", runs["sdft"],
@@ -265,7 +265,7 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
     plan = Plan(results_dir, seeds)
     limit, evaluation = sizes.train_limit, sizes.evaluation
     knowledge_evaluation = {**evaluation, "max_general_prompts": 2} if evaluation else {}
-    figures = [knowledge_table(plan, sizes.knowledge, knowledge_evaluation, sizes.preflight)]
+    figures = [knowledge_report_step(plan, sizes.knowledge, knowledge_evaluation, sizes.preflight)]
     # The pre-flight of the skill tasks under the skill runs' SDFT settings: why SDFT can or cannot learn them.
     figures += [preflight(plan, task, sizes.skill_runs["sdft"], **sizes.preflight) for task in ("extraction",
                                                                                                "tool_use")]
@@ -527,7 +527,7 @@ def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> list
 def demo_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:
     """Table 1's base / SFT / SDFT rows; one seed by default, so that `make demo` takes minutes, not an hour."""
     plan = Plan(results_dir, seeds)
-    return plan.restricted_to([knowledge_table(plan, TINY_KNOWLEDGE, {}, TINY_SIZES.preflight)])
+    return plan.restricted_to([knowledge_report_step(plan, TINY_KNOWLEDGE, {}, TINY_SIZES.preflight)])
 
 
 def smoke_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:
