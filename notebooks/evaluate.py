@@ -35,11 +35,12 @@ import pandas as pd
 from data_prep.knowledge import load_general_prompts
 from data_prep.tasks import load_task
 from sdft_core.evaluate import evaluate_model
+from sdft_core.layout import result_path
 
 general = [row["prompt"] for row in load_general_prompts("eval")][: max_general_prompts or None]
 if not measure_forgetting:
     general = []
-result = evaluate_model(model_dir, load_task(task), splits, general, f"{results_dir}/eval/{name}.json",
+result = evaluate_model(model_dir, load_task(task), splits, general, str(result_path(results_dir, "eval", name)),
                         base_model_name=base_model, max_items=max_items, batch_size=batch_size,
                         oracle_context=oracle_context, max_new_tokens=max_new_tokens or None, dtype=dtype,
                         device=device)

@@ -23,9 +23,10 @@ device = "cpu"
 # %%
 from data_prep.tasks import load_task
 from sdft_core.evaluate import kl_to_base_of_sft_and_teacher
+from sdft_core.layout import model_dir
 from sdft_core.report import kl_figure, save_table
 
-result = kl_to_base_of_sft_and_teacher(f"{results_dir}/runs/{sft_run}/model", load_task(task),
+result = kl_to_base_of_sft_and_teacher(str(model_dir(results_dir, sft_run)), load_task(task),
                                        f"{results_dir}/fig2_kl_to_base.json", max_examples=max_examples,
                                        dtype=dtype, device=device)
 table, figure = kl_figure(result, f"{results_dir}/fig2_kl_to_base")

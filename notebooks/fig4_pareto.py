@@ -23,6 +23,7 @@ models = {"base": {"method": "base", "eval": "extraction_base", "prior": "base"}
 import pandas as pd
 
 from sdft_core.io import read_json
+from sdft_core.layout import result_path
 from sdft_core.prior_capabilities import prior_capabilities_table
 from sdft_core.report import PAPER_TABLE5_TOOL_USE, as_list, pareto_table, plot_pareto, save_table
 
@@ -32,7 +33,7 @@ plot_pareto(points, f"Fig. 4: {task} (embedded model)", f"{results_dir}/fig4_par
 points
 
 # %%
-breakdown = prior_capabilities_table({label: [read_json(f"{results_dir}/prior/{name}.json")
+breakdown = prior_capabilities_table({label: [read_json(result_path(results_dir, "prior", name))
                                               for name in as_list(spec["prior"])] for label, spec in models.items()})
 breakdown.insert(0, f"New task: {task}", points["new task"].round(1))
 save_table(breakdown, f"{results_dir}/table5_prior_capabilities")

@@ -26,7 +26,8 @@ import pandas as pd
 
 from data_prep.tasks import load_task
 from sdft_core.evaluate import pass_at_k_counts
+from sdft_core.layout import result_path
 
-result = pass_at_k_counts(model_dir, load_task(task), "test", samples, f"{results_dir}/passk/{name}.json",
+result = pass_at_k_counts(model_dir, load_task(task), "test", samples, str(result_path(results_dir, "passk", name)),
                           max_items=max_items, dtype=dtype, device=device)
 pd.Series({f"pass@{k}": 100 * v for k, v in result["pass_at_k"].items()}, name=name).to_frame()

@@ -9,8 +9,8 @@
 # %% [markdown]
 # # Train one model on a task
 # One run of the training loop: SDFT (Algorithm 1) or any baseline, every method and ablation one field of `config`
-# away (see `sdft_core/config.py` for what each field means and its default). A finished run with the same configuration and data is
-# skipped; a killed run resumes from its last checkpoint.
+# away (see `sdft_core/config.py` for what each field means and its default). A finished run with the same
+# configuration and data is skipped; a killed run resumes from its last checkpoint.
 
 # %% tags=["parameters"]
 results_dir = "results/tiny"
@@ -26,17 +26,18 @@ import pandas as pd
 
 from data_prep.tasks import load_task
 from sdft_core.config import preset_config
+from sdft_core.layout import run_dir
 from sdft_core.train import train
 
 chosen = load_task(task)
 examples = chosen.train[: max_train_examples or None]
 # The task's generation budget unless `config` sets one; the task's name is recorded with the run.
 train_config = preset_config(preset, **{"max_new_tokens": chosen.max_new_tokens, "extra": {"task": task}, **config})
-summary = train(train_config, examples, f"{results_dir}/runs/{run_name}")
+summary = train(train_config, examples, run_dir(results_dir, run_name))
 summary
 
 # %%
-metrics = pd.read_json(f"{results_dir}/runs/{run_name}/metrics.jsonl", lines=True)
+metrics = pd.read_json(run_dir(results_dir, run_name) / "metrics.jsonl", lines=True)
 curve = "kl_per_token" if "kl_per_token" in metrics else "nll_per_token"
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))
 metrics.plot(x="step", y=curve, ax=axes[0], legend=False, title=curve)

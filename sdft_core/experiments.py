@@ -24,6 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from sdft_core.config import REINVOCATION, TrainConfig
+from sdft_core.layout import model_dir, seeded, sequential_eval, sequential_run
 from sdft_core.prompts import TEACHER_TEMPLATES
 
 
@@ -42,11 +43,6 @@ PLAN_TRAINING = {"learning_rate": 1e-4, "epochs": 3.0, "batch_size": 8, "micro_b
 
 
 DEFAULT_SEEDS = (0, 1, 2)
-
-
-def seeded(name: str, seed: int) -> str:
-    """The name of a run or an evaluation for one training seed."""
-    return name if seed == 0 else f"{name}_seed{seed}"
 
 
 def steps_needed_for(steps: list[Step], targets: list[str]) -> list[Step]:
@@ -84,7 +80,7 @@ class Plan:
         return name
 
     def model_dir(self, run: str) -> str:
-        return "base" if run == "base" else f"{self.results_dir}/runs/{run}/model"
+        return "base" if run == "base" else str(model_dir(self.results_dir, run))
 
     def seeds_of(self, run: str, seeds: tuple[int, ...] | None = None) -> tuple[int, ...]:
         return (0,) if run == "base" else seeds or self.seeds
@@ -398,13 +394,13 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
     for method in ("sft", "sdft"):
         previous = None
         for stage, task in enumerate(sizes.sequence, start=1):
-            run = f"seq_{method}_{stage}_{task}"
+            run = sequential_run(method, stage, task)
             parameters = (sizes.knowledge[method] if task == "knowledge" else
                           {**sizes.skill_runs[method], "learning_rate": first_rate})
             train(run, task, start_from=previous,
                   **{**parameters, "teacher_context": "context_and_demonstration" if task == "knowledge"
                      else "demonstration"})
-            sequence += [evaluate(f"seq_{method}_{stage}_on_{evaluated}", evaluated, run)
+            sequence += [evaluate(sequential_eval(method, stage, evaluated), evaluated, run)
                          for evaluated in sizes.sequence]
             previous = run
     figures.append(plan.add("fig3_sequential", "fig3_sequential",

@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from sdft_core.io import read_json, write_text
+from sdft_core.layout import result_path, seeded, sequential_eval
 from sdft_core.stats import MeanCI, mean_ci
 
 Names = str | list[str]  # one evaluation, or one per seed
@@ -36,7 +37,7 @@ PAPER_TABLE5_TOOL_USE = {"base": (42.9, 65.5), "sft": (63.2, 56.0), "sft_reinvok
 
 
 def read_eval(results_dir: str | Path, name: str) -> dict:
-    return read_json(Path(results_dir) / "eval" / f"{name}.json")
+    return read_json(result_path(results_dir, "eval", name))
 
 
 def as_list(names: Names) -> list[str]:
@@ -44,8 +45,8 @@ def as_list(names: Names) -> list[str]:
 
 
 def over_seeds(results_dir: str | Path, names: Names, value: Callable[[dict], float], folder: str = "eval") -> MeanCI:
-    """Mean and 95% CI of `value(result)` over the results/<folder>/<name>.json of every seed."""
-    return mean_ci([value(read_json(Path(results_dir) / folder / f"{name}.json")) for name in as_list(names)])
+    """Mean and 95% CI of `value(result)` over <folder>/<name>.json of every seed (folder: one of RESULT_KINDS)."""
+    return mean_ci([value(read_json(result_path(results_dir, folder, name))) for name in as_list(names)])
 
 
 def seed_table(rows: dict[str, dict[str, MeanCI | float]], index_name: str = "model") -> pd.DataFrame:
@@ -148,8 +149,6 @@ def sequential_table(results_dir: str | Path, methods: list[str], tasks: list[st
     """Paper Fig. 3: accuracy on every task after each stage of sequential training (mean over seeds, and its CI),
     raw and normalised so that 0 is the base model's accuracy on the task and 1 the best mean accuracy either method
     reached on it. Reads eval/<task>_base.json and eval/seq_<method>_<stage>_on_<task>[_seed<s>].json."""
-    from sdft_core.experiments import seeded
-
     def accuracy(names: Names) -> MeanCI:
         return over_seeds(results_dir, names, lambda result: 100 * result["test"]["correct"])
 
@@ -160,7 +159,7 @@ def sequential_table(results_dir: str | Path, methods: list[str], tasks: list[st
                      "accuracy" + CI: base.half_width})
         for method in methods:
             for stage, trained in enumerate(tasks, start=1):
-                reached = accuracy([seeded(f"seq_{method}_{stage}_on_{task}", seed) for seed in seeds])
+                reached = accuracy([seeded(sequential_eval(method, stage, task), seed) for seed in seeds])
                 rows.append({"method": method, "stage": stage, "after": trained, "task": task,
                              "accuracy": reached.mean, "accuracy" + CI: reached.half_width})
     frame = pd.DataFrame(rows)
@@ -223,7 +222,7 @@ def pass_at_k_table(results_dir: str | Path, rows: dict[str, Names]) -> pd.DataF
     seeds), one column per k."""
     table = {}
     for label, names in rows.items():
-        curves = [read_json(Path(results_dir) / "passk" / f"{name}.json")["pass_at_k"] for name in as_list(names)]
+        curves = [read_json(result_path(results_dir, "passk", name))["pass_at_k"] for name in as_list(names)]
         table[label] = {int(k): 100 * sum(curve[k] for curve in curves) / len(curves) for k in curves[0]}
     frame = pd.DataFrame.from_dict(table, orient="index").sort_index(axis=1)
     frame.index.name = "model"

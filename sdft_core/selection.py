@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sdft_core.config import TrainConfig
 from sdft_core.evaluate import evaluate_model
-from sdft_core.experiments import seeded
+from sdft_core.layout import result_path, run_dir, seeded
 from sdft_core.io import read_json, write_json
 from sdft_core.model import EMBEDDED_MODEL
 from sdft_core.prior_capabilities import evaluate_prior_capabilities
@@ -24,20 +24,20 @@ def select_best(results_dir: str, task, name: str, candidates: list[str], val_sp
     eval/<name>[_seed<s>].json and, if `prior` is given, its prior capabilities as prior/<name>[_seed<s>].json.
     The choice and every validation score go to best/<name>.json."""
     results = Path(results_dir)
-    scores = {run: read_json(results / "eval" / f"{run}_val.json")[val_split]["correct"] for run in candidates}
+    scores = {run: read_json(result_path(results, "eval", f"{run}_val"))[val_split]["correct"] for run in candidates}
     best = max(candidates, key=lambda run: scores[run])
-    chosen = read_json(results / "runs" / best / "config.json")
+    chosen = read_json(run_dir(results, best) / "config.json")
     for seed in seeds:
-        run_dir = results / "runs" / seeded(best, seed)
+        seed_run = run_dir(results, seeded(best, seed))
         if seed != 0:
             config = TrainConfig(**{**chosen["config"], "seed": seed})
-            train(config, task.train[: chosen["num_examples"]], run_dir)
-        evaluate_model(str(run_dir / "model"), task, test_splits, general_prompts,
-                       str(results / "eval" / f"{seeded(name, seed)}.json"), base_model_name=base_model_name,
+            train(config, task.train[: chosen["num_examples"]], seed_run)
+        evaluate_model(str(seed_run / "model"), task, test_splits, general_prompts,
+                       str(result_path(results, "eval", seeded(name, seed))), base_model_name=base_model_name,
                        **evaluation)
         if prior is not None:
-            evaluate_prior_capabilities(str(run_dir / "model"), results / "prior" / f"{seeded(name, seed)}.json",
+            evaluate_prior_capabilities(str(seed_run / "model"), result_path(results, "prior", seeded(name, seed)),
                                         **prior)
     choice = {"name": name, "best": best, "val_split": val_split, "val_scores": scores, "seeds": list(seeds)}
-    write_json(results / "best" / f"{name}.json", choice)
+    write_json(result_path(results, "best", name), choice)
     return choice
