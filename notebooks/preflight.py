@@ -32,7 +32,7 @@ device = "cpu"
 
 # %%
 from data_prep.tasks import load_task
-from sdft_core.evaluate import model_to_load
+from sdft_core.layout import model_to_load
 from sdft_core.model import load_model, load_tokenizer
 from sdft_core.preflight import run_preflight, save_preflight
 

@@ -30,12 +30,12 @@ from sdft_core.io import use_hub_offline
 
 use_hub_offline()  # before transformers and lm-eval import huggingface_hub and datasets
 
-from sdft_core.layout import result_path
+from sdft_core.layout import model_to_load, result_path
 from sdft_core.model import EMBEDDED_MODEL
 from sdft_core.prior_capabilities import evaluate_prior_capabilities, prior_capabilities_table
 
 result = evaluate_prior_capabilities(
-    EMBEDDED_MODEL if model_dir == "base" else model_dir, str(result_path(results_dir, "prior", name)), suite=suite,
+    model_to_load(model_dir, EMBEDDED_MODEL), str(result_path(results_dir, "prior", name)), suite=suite,
     mmlu_questions=mmlu_questions, ifeval_prompts=ifeval_prompts, humaneval_problems=humaneval_problems,
     ifeval_max_new_tokens=ifeval_max_new_tokens, humaneval_max_new_tokens=humaneval_max_new_tokens, dtype=dtype,
     device=device)

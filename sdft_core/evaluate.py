@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from sdft_core.forward import completion_hidden, with_teacher_prompts
 from sdft_core.io import fingerprint, provenance, read_json, write_json
+from sdft_core.layout import BASE, model_to_load
 from sdft_core.loss import Divergence, stepwise_divergence
 from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer, weights_fingerprint
 from sdft_core.prompts import CONTEXT_PREFIX, chat_prompt, encode
@@ -119,11 +120,6 @@ def forgetting_metrics(model, base_model, tokenizer, general_prompts: list[str],
             "n_prompts": len(prompts)}
 
 
-def model_to_load(model_dir: str, base_model_name: str) -> str:
-    """What to load for `model_dir`: a trained run's model folder, or "base" for the untrained base model."""
-    return base_model_name if model_dir == "base" else model_dir
-
-
 def up_to_date(output_path: str, key: str, tag: str) -> dict | None:
     """The cached result in `output_path` if it was computed for `key`, else None."""
     if Path(output_path).exists() and (cached := read_json(output_path)).get("fingerprint") == key:
@@ -154,7 +150,7 @@ def evaluate_model(model_dir: str, task, splits: list[str], general_prompts: lis
         return cached
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name, dtype, device).eval()
-    base = model if model_dir == "base" else load_model(base_model_name, dtype, device).eval()
+    base = model if model_dir == BASE else load_model(base_model_name, dtype, device).eval()
     started = time.perf_counter()
     result = {"fingerprint": key, "model": model_name, "task": task.name, "records": {}}
     for split, split_items in items.items():

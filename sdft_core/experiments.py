@@ -24,7 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from sdft_core.config import REINVOCATION, TrainConfig
-from sdft_core.layout import model_dir, seeded, sequential_eval, sequential_run
+from sdft_core.layout import BASE, model_dir, seeded, sequential_eval, sequential_run
 from sdft_core.prompts import TEACHER_TEMPLATES
 
 
@@ -80,10 +80,10 @@ class Plan:
         return name
 
     def model_dir(self, run: str) -> str:
-        return "base" if run == "base" else str(model_dir(self.results_dir, run))
+        return BASE if run == BASE else str(model_dir(self.results_dir, run))
 
     def seeds_of(self, run: str, seeds: tuple[int, ...] | None = None) -> tuple[int, ...]:
-        return (0,) if run == "base" else seeds or self.seeds
+        return (0,) if run == BASE else seeds or self.seeds
 
     def train(self, run: str, task: str, after: tuple[str, ...] = (), start_from: str | None = None,
               seeds: tuple[int, ...] | None = None, **parameters) -> list[str]:
@@ -112,7 +112,7 @@ class Plan:
         result names (one per seed)."""
         names = []
         for seed in self.seeds_of(run, seeds):
-            after = () if run == "base" else (f"train_{seeded(run, seed)}",)
+            after = () if run == BASE else (f"train_{seeded(run, seed)}",)
             self.add(f"{prefix}_{seeded(name, seed)}", notebook,
                      {**parameters, "name": seeded(name, seed), "model_dir": self.model_dir(seeded(run, seed))},
                      after)
