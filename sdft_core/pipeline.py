@@ -74,13 +74,16 @@ def profile_steps(profile: str, results_dir: Path, seeds: int | None = None) -> 
 
 
 def run_profile(profile: str, results_dir: Path | str | None = None, log_output: bool = True,
-                targets: list[str] | None = None, seeds: int | None = None) -> dict[str, str]:
-    """Run the steps of a profile (all, or those `targets` need); results go to results_dir (relative paths resolve
-    against the repository)."""
+                targets: list[str] | None = None, seeds: int | None = None,
+                skip_upstream: bool = False) -> dict[str, str]:
+    """Run the steps of a profile (all, or those `targets` need: with skip_upstream, the targets alone); results go
+    to results_dir (relative paths resolve against the repository)."""
     results_dir = REPO / (results_dir or DEFAULT_RESULTS[profile])
     steps = profile_steps(profile, results_dir, seeds)
     if targets:
         steps = only(steps, targets)
+        if skip_upstream:
+            steps = [step for step in steps if step.name in targets]
     return run_steps(steps, results_dir / "_state", results_dir / "notebooks", log_output)
 
 
@@ -199,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
                         "(e.g. --only fig7_teacher_context table1)")
     parser.add_argument("--seeds", type=int, help="train every run with this many seeds (0, 1, …) instead of the "
                         "profile's default (tiny, paper: 3; demo, smoke: 1); tables give mean ± 95%% CI")
+    parser.add_argument("--skip-upstream", action="store_true", help="with --only: run the named steps alone, "
+                        "not the steps they need, whose results must already be in the results folder (e.g. trained "
+                        "and evaluated on another machine, or by a clone at another commit)")
     parser.add_argument("--list", action="store_true", help="list the profile's steps (with --only: those the "
                         "targets need), whether each is up to date, how long its last run took, and exit")
     args = parser.parse_args(argv)
@@ -208,7 +214,10 @@ def main(argv: list[str] | None = None) -> None:
         print_status(only(steps, args.only) if args.only else steps, results)
         return
     started, wall_clock = time.perf_counter(), time.time()
-    run_profile(args.profile, results, log_output=not args.quiet, targets=args.only, seeds=args.seeds)
+    if args.skip_upstream and not args.only:
+        parser.error("--skip-upstream needs --only")
+    run_profile(args.profile, results, log_output=not args.quiet, targets=args.only, seeds=args.seeds,
+                skip_upstream=args.skip_upstream)
     print(f"\nAll steps of profile {args.profile!r} finished in {time.perf_counter() - started:.0f} s.")
     print_new_tables(results, wall_clock)
     print(f"Results are in {results.relative_to(REPO) if results.is_relative_to(REPO) else results}/ "

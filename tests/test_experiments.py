@@ -143,3 +143,14 @@ def test_papermill_bookkeeping_lines_are_filtered_and_notebook_output_is_shown(m
     logger.info("train sdft: 40 steps")
     assert capsys.readouterr().out == "train sdft: 40 steps\n"
     assert os.environ["PYTHONWARNINGS"] == pipeline.QUIET_WARNINGS
+
+
+def test_skip_upstream_runs_the_named_steps_alone(tmp_path, monkeypatch):
+    from sdft_core import pipeline
+
+    ran = {}
+    monkeypatch.setattr(pipeline, "run_steps", lambda steps, *rest: ran.setdefault("steps", [s.name for s in steps]))
+    pipeline.run_profile("tiny", tmp_path, targets=["fig7_teacher_context"], seeds=1, skip_upstream=True)
+    assert ran.pop("steps") == ["fig7_teacher_context"]
+    pipeline.run_profile("tiny", tmp_path, targets=["fig7_teacher_context"], seeds=1)
+    assert "train_knowledge_context_text" in ran["steps"] and ran["steps"][-1] == "fig7_teacher_context"
