@@ -82,9 +82,8 @@ def run_profile(profile: str, results_dir: Path | str | None = None, log_output:
     steps = profile_steps(profile, results_dir, seeds)
     if targets:
         steps = only(steps, targets)
-        if skip_upstream:
-            steps = [step for step in steps if step.name in targets]
-    return run_steps(steps, results_dir / "_state", results_dir / "notebooks", log_output)
+    return run_steps(steps, results_dir / "_state", results_dir / "notebooks", log_output,
+                     set(targets) if targets and skip_upstream else None)
 
 
 def step_fingerprints(steps: list[Step]) -> dict[str, str]:
@@ -129,13 +128,17 @@ def stream_notebook_output() -> None:
         os.environ["PYTHONWARNINGS"] = f"{warnings},{QUIET_WARNINGS}" if warnings else QUIET_WARNINGS
 
 
-def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output: bool = True) -> dict[str, str]:
+def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output: bool = True,
+              run_only: set[str] | None = None) -> dict[str, str]:
+    """Run `steps` in order, skipping those unchanged since their last run; run_only: run these alone (the others
+    still make up their fingerprints)."""
     import papermill
 
     if log_output:
         stream_notebook_output()
     ids = step_fingerprints(steps)
     executed_dir.mkdir(parents=True, exist_ok=True)
+    steps = [step for step in steps if run_only is None or step.name in run_only]
     for index, step in enumerate(steps, start=1):
         source = notebook_path(step.notebook)
         state_file = state_dir / f"{step.name}.json"

@@ -2,10 +2,12 @@
 dependency exists and comes first, and shared runs are defined once."""
 
 import os
+from pathlib import Path
 
 import papermill
 import pytest
 
+from sdft_core import pipeline
 from sdft_core.experiments import DEFAULT_SEEDS, PROFILES, Plan, tiny_plan
 from sdft_core.pipeline import notebook_path, only
 
@@ -146,11 +148,12 @@ def test_papermill_bookkeeping_lines_are_filtered_and_notebook_output_is_shown(m
 
 
 def test_skip_upstream_runs_the_named_steps_alone(tmp_path, monkeypatch):
-    from sdft_core import pipeline
-
-    ran = {}
-    monkeypatch.setattr(pipeline, "run_steps", lambda steps, *rest: ran.setdefault("steps", [s.name for s in steps]))
-    pipeline.run_profile("tiny", tmp_path, targets=["fig7_teacher_context"], seeds=1, skip_upstream=True)
-    assert ran.pop("steps") == ["fig7_teacher_context"]
-    pipeline.run_profile("tiny", tmp_path, targets=["fig7_teacher_context"], seeds=1)
-    assert "train_knowledge_context_text" in ran["steps"] and ran["steps"][-1] == "fig7_teacher_context"
+    ran = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda source, output, **options: ran.append(Path(output).stem))
+    monkeypatch.setattr(pipeline, "write_provenance", lambda state_dir: None)
+    pipeline.run_profile("tiny", tmp_path, targets=["fig7_teacher_context"], seeds=1, skip_upstream=True,
+                         log_output=False)
+    assert ran == ["fig7_teacher_context"]
+    ran.clear()
+    pipeline.run_profile("tiny", tmp_path / "all", targets=["fig7_teacher_context"], seeds=1, log_output=False)
+    assert "train_knowledge_context_text" in ran and ran[-1] == "fig7_teacher_context"
