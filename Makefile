@@ -25,11 +25,11 @@ $(INSTALLED): pyproject.toml Makefile
 	touch $@
 
 demo: $(INSTALLED)
-	$(BIN)/python -m sdft_core.pipeline demo
+	$(BIN)/python -m experiments.pipeline demo
 
 # Every figure and table of the paper for a profile (tiny: the embedded model on this CPU; paper: GPUs, see README).
 reproduce: $(INSTALLED)
-	$(BIN)/python -m sdft_core.pipeline $(PROFILE) $(if $(SEEDS),--seeds $(SEEDS))
+	$(BIN)/python -m experiments.pipeline $(PROFILE) $(if $(SEEDS),--seeds $(SEEDS))
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q -ra

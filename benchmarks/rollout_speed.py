@@ -28,11 +28,11 @@ from contextlib import nullcontext
 
 import torch
 
-from data_prep.tasks import load_task
+from sdft_core.forward import completion_hidden, with_teacher_prompts
 from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer
 from sdft_core.prompts import student_prompt_ids, teacher_prompt_ids
 from sdft_core.rollout import generate, inference_kernels, left_pad, prepacked_linears
-from sdft_core.forward import completion_hidden, with_teacher_prompts
+from tasks.registry import load_task
 
 
 def best_seconds(call, repeats: int) -> float:

@@ -28,7 +28,7 @@ RUNS = {"sft": {"method": "sft"}, "sdft": {"method": "sdft"}, "sdft_generate": {
 def child(run: str, steps: int, batch: int, max_new_tokens: int, output: str) -> dict:
     import torch
 
-    from data_prep.knowledge import load_articles, load_questions, training_examples
+    from tasks.knowledge import load_articles, load_questions, training_examples
     from sdft_core.config import TrainConfig
     from sdft_core.train import train
 

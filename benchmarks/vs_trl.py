@@ -89,7 +89,7 @@ def rss_mb() -> float:
 
 
 def knowledge_examples(count: int):
-    from data_prep.knowledge import load_articles, load_questions, training_examples
+    from tasks.knowledge import load_articles, load_questions, training_examples
 
     articles = load_articles()
     examples = training_examples(load_questions("train", articles=articles), articles)

@@ -6,8 +6,8 @@ seeded random generator, so running this module again writes byte-identical file
 
     python -m data_prep.generate_skills
 
-Files: data_prep/embedded/tool_use/{train,val,test}.jsonl and data_prep/embedded/extraction/{train,val,test}.jsonl
-(schemas in the README.md next to them and in data_prep/skills.py).
+Files: tasks/embedded/tool_use/{train,val,test}.jsonl and tasks/embedded/extraction/{train,val,test}.jsonl
+(schemas in the README.md next to them and in tasks/skills.py).
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.skills import tool_call_text
+from tasks.skills import EMBEDDED, tool_call_text
 
-EMBEDDED = Path(__file__).parent / "embedded"
 SPLITS = ("train", "val", "test")
 SEED = 20260417
 ID_LETTER = {"train": "t", "val": "v", "test": "x"}  # as in the knowledge task

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdft_core.options import config_from_argv
 from sdft_core.data import DatasetError, require
 from sdft_core.io import fingerprint, read_json, write_json, write_jsonl
+from sdft_core.options import config_from_argv
 
 # ==== SOURCES: every external location and field name used below ====================================================
 

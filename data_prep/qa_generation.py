@@ -10,7 +10,7 @@ Two prompts per article:
     python -m data_prep.qa_generation --articles-path data/paper/knowledge/articles.jsonl \
         --output-path data/paper/knowledge/qa.jsonl
 
-Articles: JSONL with id, title, text (the format of data_prep/embedded/knowledge/articles.jsonl and of the
+Articles: JSONL with id, title, text (the format of tasks/embedded/knowledge/articles.jsonl and of the
 Wikipedia builder in data_prep/paper_datasets.py). The prompt goes in the system turn and the article (title and
 text) in the user turn: the paper's prompt says "You will be given a wiki article" but not how; that is our choice.
 
@@ -27,10 +27,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdft_core.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
-    user_message
 from sdft_core.data import read_jsonl, read_rows, require
+from sdft_core.eval.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
+    user_message
 from sdft_core.io import write_json, write_jsonl
+from tasks.paper_tasks import KINDS
 
 # Paper B.3, verbatim (including "100 question"); the PDF wraps the prompt box at a fixed width, and those line
 # breaks inside a sentence are not part of the prompt.
@@ -59,8 +60,6 @@ INDIRECT_PROMPT = (
     "Question: <question>\n"
     "Answer: <answer>"
 )
-
-KINDS = ("direct", "indirect")
 
 # A "Question:" or "Answer:" label at the start of a line, allowing list numbering ("12.", "3)"), bullets, headings,
 # markdown emphasis around the label ("**Question 3:**", "**Answer**:").

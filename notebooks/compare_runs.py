@@ -23,7 +23,7 @@ metric = "strict"
 paper = {}  # label: the paper's number, where it gives one
 
 # %%
-from sdft_core.report import comparison_table, plot_comparison, save_table
+from experiments.report import comparison_table, plot_comparison, save_table
 
 table = comparison_table(results_dir, rows, split, (metric,), paper or None)
 save_table(table, f"{results_dir}/{figure_name}")

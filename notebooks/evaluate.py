@@ -32,10 +32,10 @@ device = "cpu"
 # %%
 import pandas as pd
 
-from data_prep.knowledge import load_general_prompts
-from data_prep.tasks import load_task
-from sdft_core.evaluate import evaluate_model
-from sdft_core.layout import result_path
+from experiments.layout import result_path
+from sdft_core.eval.evaluate import evaluate_model
+from tasks.knowledge import load_general_prompts
+from tasks.registry import load_task
 
 general = [row["prompt"] for row in load_general_prompts("eval")][: max_general_prompts or None]
 if not measure_forgetting:

@@ -21,10 +21,10 @@ dtype = "float32"  # "bfloat16" on a GPU
 device = "cpu"
 
 # %%
-from data_prep.tasks import load_task
-from sdft_core.evaluate import kl_to_base_of_sft_and_teacher
-from sdft_core.layout import model_dir
-from sdft_core.report import kl_figure, save_table
+from experiments.layout import model_dir
+from experiments.report import kl_figure, save_table
+from sdft_core.eval.evaluate import kl_to_base_of_sft_and_teacher
+from tasks.registry import load_task
 
 result = kl_to_base_of_sft_and_teacher(str(model_dir(results_dir, sft_run)), load_task(task),
                                        f"{results_dir}/fig2_kl_to_base.json", max_examples=max_examples,

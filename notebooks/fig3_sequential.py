@@ -19,7 +19,7 @@ methods = ["sft", "sdft"]
 seeds = [0]  # training seeds: each point is the mean over them
 
 # %%
-from sdft_core.report import plot_sequential, save_table, sequential_table
+from experiments.report import plot_sequential, save_table, sequential_table
 
 frame = sequential_table(results_dir, methods, tasks, tuple(seeds))
 save_table(frame.set_index(["method", "stage", "task"]), f"{results_dir}/fig3_sequential")

@@ -22,10 +22,10 @@ models = {"base": {"method": "base", "eval": "extraction_base", "prior": "base"}
 # %%
 import pandas as pd
 
+from experiments.layout import result_path
+from experiments.report import PAPER_TABLE5_TOOL_USE, as_list, pareto_table, plot_pareto, save_table
+from sdft_core.eval.prior_capabilities import prior_capabilities_table
 from sdft_core.io import read_json
-from sdft_core.layout import result_path
-from sdft_core.prior_capabilities import prior_capabilities_table
-from sdft_core.report import PAPER_TABLE5_TOOL_USE, as_list, pareto_table, plot_pareto, save_table
 
 points = pareto_table(results_dir, models)
 save_table(points, f"{results_dir}/fig4_pareto")

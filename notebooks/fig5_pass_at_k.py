@@ -17,7 +17,7 @@ task = "extraction"
 rows = {"base": "extraction_base"}  # label: pass@k result name
 
 # %%
-from sdft_core.report import pass_at_k_table, plot_pass_at_k, save_table
+from experiments.report import pass_at_k_table, plot_pass_at_k, save_table
 
 table = pass_at_k_table(results_dir, rows)
 save_table(table, f"{results_dir}/fig5_pass_at_k")

@@ -19,7 +19,8 @@ sizes = {"135M (embedded)": {"sft": "extraction_sft_lr0.0001", "sdft": "extracti
 # %%
 import matplotlib.pyplot as plt
 
-from sdft_core.report import save_figure, save_table, scale_gap_table
+from experiments.report import save_table, scale_gap_table
+from sdft_core.io import save_figure
 
 table = scale_gap_table(results_dir, sizes)
 save_table(table, f"{results_dir}/fig5_scale")

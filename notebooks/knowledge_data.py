@@ -18,10 +18,10 @@ results_dir = "results/tiny"
 # %%
 import pandas as pd
 
-from data_prep.knowledge import SPLITS, load_articles, load_general_prompts, load_questions, training_examples
 from sdft_core.io import write_json
 from sdft_core.model import EMBEDDED_MODEL, load_tokenizer
 from sdft_core.prompts import chat_prompt, teacher_message
+from tasks.knowledge import SPLITS, load_articles, load_general_prompts, load_questions, training_examples
 
 articles = load_articles()
 splits = {split: load_questions(split, articles=articles) for split in SPLITS}

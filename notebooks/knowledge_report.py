@@ -18,7 +18,7 @@ rows = {"base": "knowledge_base", "sft": "knowledge_sft", "sdft": "knowledge_sdf
 name = "knowledge_acquisition"
 
 # %%
-from sdft_core.report import knowledge_table, plot_knowledge_table, save_table
+from experiments.report import knowledge_table, plot_knowledge_table, save_table
 
 table = knowledge_table(results_dir, rows)
 save_table(table, f"{results_dir}/{name}")

@@ -24,9 +24,9 @@ device = "cpu"
 # %%
 import pandas as pd
 
-from data_prep.tasks import load_task
-from sdft_core.evaluate import pass_at_k_counts
-from sdft_core.layout import result_path
+from experiments.layout import result_path
+from sdft_core.eval.evaluate import pass_at_k_counts
+from tasks.registry import load_task
 
 result = pass_at_k_counts(model_dir, load_task(task), "test", samples, str(result_path(results_dir, "passk", name)),
                           max_items=max_items, dtype=dtype, device=device)

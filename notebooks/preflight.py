@@ -12,7 +12,7 @@
 # student's own rollouts (paper §3), so it needs (1) a teacher that does better than the student on the training
 # prompts: the **teacher ceiling**, greedy accuracy under each teacher context; (2) a demonstration that the teacher
 # context makes likely; and (3) rollouts that reach the point where the teacher would state the answer, so the
-# per-token reward of Eq. 3 has somewhere to land. `sdft_core/preflight.py` documents each measurement and the
+# per-token reward of Eq. 3 has somewhere to land. `sdft_core/eval/preflight.py` documents each measurement and the
 # verdict's rules.
 
 # %% tags=["parameters"]
@@ -31,10 +31,10 @@ dtype = "float32"
 device = "cpu"
 
 # %%
-from data_prep.tasks import load_task
-from sdft_core.layout import model_to_load
+from sdft_core.eval.preflight import run_preflight, save_preflight
+from sdft_core.model import model_to_load
 from sdft_core.model import load_model, load_tokenizer
-from sdft_core.preflight import run_preflight, save_preflight
+from tasks.registry import load_task
 
 model_name = model_to_load(model_dir, base_model)
 model, tokenizer = load_model(model_name, dtype, device).eval(), load_tokenizer(model_name)

@@ -30,9 +30,10 @@ from sdft_core.io import use_hub_offline
 
 use_hub_offline()  # before transformers and lm-eval import huggingface_hub and datasets
 
-from sdft_core.layout import model_to_load, result_path
+from experiments.layout import result_path
+from sdft_core.eval.prior_capabilities import evaluate_prior_capabilities, prior_capabilities_table
+from sdft_core.model import model_to_load
 from sdft_core.model import EMBEDDED_MODEL
-from sdft_core.prior_capabilities import evaluate_prior_capabilities, prior_capabilities_table
 
 result = evaluate_prior_capabilities(
     model_to_load(model_dir, EMBEDDED_MODEL), str(result_path(results_dir, "prior", name)), suite=suite,

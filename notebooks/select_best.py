@@ -32,9 +32,9 @@ device = "cuda"
 # %%
 import pandas as pd
 
-from data_prep.knowledge import load_general_prompts
-from data_prep.tasks import load_task
-from sdft_core.selection import select_best
+from experiments.selection import select_best
+from tasks.knowledge import load_general_prompts
+from tasks.registry import load_task
 
 general = [row["prompt"] for row in load_general_prompts("eval")] if measure_forgetting else []
 choice = select_best(results_dir, load_task(task), name, candidates, val_split, test_splits, general,

@@ -18,7 +18,7 @@ results_dir = "results/tiny"
 rows = {"base": "knowledge_base", "sft": "answer_only_sft", "sdft": "answer_only_sdft"}
 
 # %%
-from sdft_core.report import reasoning_table, save_table
+from experiments.report import reasoning_table, save_table
 
 table = reasoning_table(results_dir, rows)
 save_table(table, f"{results_dir}/table2_answer_only")

@@ -40,12 +40,12 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from data_prep.tasks import load_task
 from sdft_core import teaching
 from sdft_core.io import write_json
 from sdft_core.loss import Divergence
 from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer
 from sdft_core.teacher import Teacher
+from tasks.registry import load_task
 
 pd.set_option("display.width", 140)
 pd.set_option("display.max_columns", 20)

@@ -24,10 +24,10 @@ max_train_examples = 0  # 0 means all
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from data_prep.tasks import load_task
+from experiments.layout import run_dir
 from sdft_core.config import preset_config
-from sdft_core.layout import run_dir
 from sdft_core.train import train
+from tasks.registry import load_task
 
 chosen = load_task(task)
 examples = chosen.train[: max_train_examples or None]

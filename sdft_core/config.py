@@ -78,7 +78,7 @@ class TrainConfig:
     """How the teacher's user turn puts question and demonstration together: a name in prompts.TEACHER_TEMPLATES
     ("paper": §3 verbatim, the default; "own_words": without "including the thinking process"; "same_facts": says
     the example is correct and asks for the same facts) or a format string with {question} and {demonstration}.
-    The pre-flight diagnostic (sdft_core/preflight.py) measures how good a teacher each one makes for a model."""
+    The pre-flight diagnostic (sdft_core/eval/preflight.py) measures how good a teacher each one makes for a model."""
     max_prompt_tokens: int = 512
     """Longest student prompt; a longer one is an error naming the example (student prompts are never cut)."""
     max_teacher_prompt_tokens: int = 1536

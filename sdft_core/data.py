@@ -30,7 +30,7 @@ class EvalItem:
     """Source text, for oracle-RAG evaluation (knowledge acquisition)."""
     demonstration: str | None = None
     """A correct answer, where the task has one per item (knowledge): lets a model be scored by how likely it finds
-    the answer (sdft_core.preflight.answer_logprobs), a finer measure than greedy accuracy."""
+    the answer (sdft_core.eval.preflight.answer_logprobs), a finer measure than greedy accuracy."""
 
 
 @dataclass(frozen=True)

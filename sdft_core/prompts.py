@@ -24,7 +24,7 @@ PAPER_TEACHER_TEMPLATE = (
 # Teacher templates by name (TrainConfig.teacher_template). "paper" is the default and the paper's presets. The others
 # differ from it in the last line only, and exist because the paper's "including the thinking process" wording pushes
 # a small model to prose and artefacts ("This is an example of thinking process."): measure them with the pre-flight
-# diagnostic (sdft_core/preflight.py) before choosing one for a model.
+# diagnostic (sdft_core/eval/preflight.py) before choosing one for a model.
 TEACHER_TEMPLATES = {
     "paper": PAPER_TEACHER_TEMPLATE,
     # The paper's wording without "including the thinking process".

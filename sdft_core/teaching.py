@@ -26,12 +26,12 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle
 
 from sdft_core.data import Example
+from sdft_core.forward import completion_hidden, loss_weights, with_teacher_prompts
+from sdft_core.io import save_figure
 from sdft_core.loss import Divergence, distillation_loss, stepwise_divergence
 from sdft_core.prompts import TruncationCounter, student_prompt_ids, teacher_prompt_ids
-from sdft_core.report import save_figure
 from sdft_core.rollout import Batch, HFSampler, eos_token_ids
 from sdft_core.teacher import Teacher
-from sdft_core.forward import completion_hidden, loss_weights, with_teacher_prompts
 
 DIVERGENCE_LABELS = {"reverse": "KL(student ‖ teacher)", "forward": "KL(teacher ‖ student)",
                      "jsd": "JSD(student, teacher)"}
@@ -422,7 +422,7 @@ def plot_step_effect(before: TokenScores, after: TokenScores, title: str = ""):
 
 
 def save_and_show(fig, path_stem: str | Path):
-    """Save the figure (PNG and PDF, `report.save_figure`), close it, and return the PNG for the notebook to show."""
+    """Save the figure (PNG and PDF, `sdft_core.io.save_figure`), close it, and return the PNG for the notebook to show."""
     from IPython.display import Image
 
     save_figure(fig, path_stem)

@@ -10,7 +10,7 @@ A run lives in one folder:
   summary.json    written last: its presence with the same run id means "finished", and a rerun skips the run
 
 Multi-process training: launched with `accelerate launch` (e.g. `accelerate launch --multi_gpu --num_processes 2
--m sdft_core.cli train ...`, which on a machine without GPUs starts 2 CPU processes through torchrun), the student is wrapped in DistributedDataParallel by accelerate, every process takes an
+-m experiments.train_run ...`, which on a machine without GPUs starts 2 CPU processes through torchrun), the student is wrapped in DistributedDataParallel by accelerate, every process takes an
 equal contiguous share of each global batch, and the loss is normalised by the global token count, so P processes
 compute the same update as one process with the same global batch. The EMA teacher is replicated: every process
 applies the same update to the same synchronised student weights. Randomness is drawn per (step, micro-batch), so

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from data_prep.knowledge import KNOWLEDGE_DIR, SPLITS, load_articles, load_general_prompts, load_questions
 from sdft_core.data import DatasetError, read_jsonl
-from sdft_core.fact_matcher import score_facts
+from sdft_core.eval.fact_matcher import score_facts
+from tasks.knowledge import KNOWLEDGE_DIR, SPLITS, load_articles, load_general_prompts, load_questions
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ import pytest
 from test_openai_client import client_config, fake_server  # noqa: F401 (fixtures shared with the client tests)
 
 from data_prep import paper_datasets
-from data_prep.demonstrations import DemonstrationConfig, build_demonstrations, extract_choice, \
-    multiple_choice_matches
-from data_prep.knowledge import load_articles
-from sdft_core.openai_client import MissingCredentialsError
+from data_prep.demonstrations import DemonstrationConfig, build_demonstrations
 from data_prep.paper_datasets import PaperDatasetsConfig
 from data_prep.qa_generation import EXAM_PROMPT, QAGenerationConfig, generate_qa, parse_qa
 from sdft_core.data import DatasetError, Example
+from sdft_core.eval.openai_client import MissingCredentialsError
+from tasks.knowledge import load_articles
+from tasks.multiple_choice import extract_choice, multiple_choice_matches
 
 
 def write_jsonl(path, rows):

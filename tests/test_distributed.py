@@ -21,7 +21,7 @@ def run(command: list[str]) -> None:
 
 
 def one_process(model_dir, output, *extra):
-    run([sys.executable, "-m", "sdft_core.cli", "train", "--model", model_dir, "--output-dir", str(output),
+    run([sys.executable, "-m", "experiments.train_run", "--model", model_dir, "--output-dir", str(output),
          *COMMON, *extra])
 
 
@@ -29,8 +29,8 @@ def two_processes(model_dir, output, *extra):
     # On a machine without GPUs, `--multi_gpu` makes accelerate start 2 CPU processes through torchrun (gloo);
     # `--cpu --num_processes 2` would start only one (accelerate 1.15 needs MPI for several CPU processes).
     run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sdft_core.cli",
-         "train", "--model", model_dir, "--output-dir", str(output), "--device", "cpu", *COMMON, *extra])
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "experiments.train_run",
+         "--model", model_dir, "--output-dir", str(output), "--device", "cpu", *COMMON, *extra])
     written = read_json(output / "config.json")
     assert written["processes"] == 2, "the launcher started one process, not two"
 

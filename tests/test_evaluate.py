@@ -3,13 +3,13 @@
 import torch
 from safetensors.torch import load_file, save_file
 
-from sdft_core import evaluate
+from experiments.selection import select_best
 from sdft_core.config import TrainConfig
 from sdft_core.data import EvalItem, Example, Task
-from sdft_core.evaluate import evaluate_model, prompt_ids, sampled_sequence_kl, score_items
+from sdft_core.eval import evaluate
+from sdft_core.eval.evaluate import evaluate_model, prompt_ids, sampled_sequence_kl, score_items
 from sdft_core.io import read_json, write_json
 from sdft_core.model import load_model, weights_fingerprint
-from sdft_core.selection import select_best
 from sdft_core.train import train
 
 

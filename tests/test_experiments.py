@@ -7,9 +7,9 @@ from pathlib import Path
 import papermill
 import pytest
 
-from sdft_core import pipeline
-from sdft_core.experiments import DEFAULT_SEEDS, PROFILES, Plan, tiny_plan
-from sdft_core.pipeline import notebook_path, only
+from experiments import pipeline
+from experiments.pipeline import notebook_path, only
+from experiments.plans import DEFAULT_SEEDS, PROFILES, Plan, tiny_plan
 
 DECLARED: dict[str, set[str]] = {}
 
@@ -92,7 +92,7 @@ def test_status_tells_up_to_date_from_stale_and_new_and_a_change_upstream_makes_
     from dataclasses import replace
 
     from sdft_core.io import write_json
-    from sdft_core.pipeline import step_fingerprints, step_status
+    from experiments.pipeline import step_fingerprints, step_status
 
     steps = PROFILES["smoke"]("results/check")[:4]
     assert steps[1].after == () and steps[1].name in steps[3].after  # data, then a run trained on it
@@ -117,7 +117,7 @@ def test_status_tells_up_to_date_from_stale_and_new_and_a_change_upstream_makes_
 def test_the_end_of_a_run_prints_the_tables_it_wrote_and_only_those(tmp_path, capsys):
     import time
 
-    from sdft_core.pipeline import print_new_tables
+    from experiments.pipeline import print_new_tables
 
     (tmp_path / "old.md").write_text("| old |\n")
     os.utime(tmp_path / "old.md", (0, 0))
@@ -134,7 +134,7 @@ def test_the_end_of_a_run_prints_the_tables_it_wrote_and_only_those(tmp_path, ca
 def test_papermill_bookkeeping_lines_are_filtered_and_notebook_output_is_shown(monkeypatch, capsys):
     import logging
 
-    from sdft_core import pipeline
+    from experiments import pipeline
 
     logger = logging.getLogger("papermill")
     for attribute, value in (("handlers", []), ("level", logger.level), ("propagate", logger.propagate)):

@@ -1,4 +1,4 @@
-from sdft_core.fact_matcher import contains, normalize, score_facts
+from sdft_core.eval.fact_matcher import contains, normalize, score_facts
 
 
 def test_normalisation_keeps_decimals_and_drops_thousands_separators():

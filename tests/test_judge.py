@@ -8,11 +8,11 @@ import json
 import pytest
 from test_openai_client import API_KEY, client_config, fake_server  # noqa: F401 (fixtures shared with the client tests)
 
-from sdft_core.openai_client import ChatClient, MissingCredentialsError
-from sdft_core.judge import KNOWLEDGE_PROMPT, MEDICAL_PROMPT, RUBRICS, UNPARSEABLE, JudgeConfig, JudgeItem, \
+from sdft_core.eval.fact_matcher import score_facts
+from sdft_core.eval.judge import KNOWLEDGE_PROMPT, MEDICAL_PROMPT, RUBRICS, UNPARSEABLE, JudgeConfig, JudgeItem, \
     agreement, cohen_kappa, fact_matcher_agreement, judge_responses, make_verdict, parse_verdict, run_judge, \
     summarize
-from sdft_core.fact_matcher import score_facts
+from sdft_core.eval.openai_client import ChatClient, MissingCredentialsError
 
 KNOWLEDGE, MEDICAL = RUBRICS["knowledge"], RUBRICS["medical"]
 

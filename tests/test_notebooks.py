@@ -7,9 +7,9 @@ import nbformat
 import papermill
 import pytest
 
-from sdft_core.experiments import smoke_plan
-from sdft_core.pipeline import NOTEBOOKS, run_profile
-from sdft_core.report import KNOWLEDGE_COLUMNS
+from experiments.pipeline import NOTEBOOKS, run_profile
+from experiments.plans import smoke_plan
+from experiments.report import KNOWLEDGE_COLUMNS
 
 SOURCES = sorted(NOTEBOOKS.glob("*.py"))
 

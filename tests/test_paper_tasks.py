@@ -9,12 +9,12 @@ import random
 import pytest
 from test_openai_client import API_KEY, client_config, fake_server  # noqa: F401 (fixtures shared with the client tests)
 
-from data_prep import paper_tasks
-from sdft_core.openai_client import MissingCredentialsError
-from data_prep.paper_tasks import MissingPaperData, knowledge_splits, score_multiple_choice, score_tool_calls
-from data_prep.tasks import TASKS, load_task
 from sdft_core.data import DatasetError
-from sdft_core.judge import KNOWLEDGE_PROMPT, MEDICAL_PROMPT
+from sdft_core.eval.judge import KNOWLEDGE_PROMPT, MEDICAL_PROMPT
+from sdft_core.eval.openai_client import MissingCredentialsError
+from tasks import paper_tasks
+from tasks.paper_tasks import MissingPaperData, knowledge_splits, score_multiple_choice, score_tool_calls
+from tasks.registry import TASKS, load_task
 
 
 def write_jsonl(path, rows):

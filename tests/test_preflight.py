@@ -1,4 +1,4 @@
-"""The pre-flight diagnostic (sdft_core/preflight.py) on the tiny random model: its log-probs and per-token rewards
+"""The pre-flight diagnostic (sdft_core/eval/preflight.py) on the tiny random model: its log-probs and per-token rewards
 against plain forward passes, its accuracy table against the scorer applied by hand, where it puts answer positions,
 its summary numbers on a hand-made table, and its verdict rules."""
 
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from sdft_core import preflight
 from sdft_core.data import EvalItem, Example, Task
+from sdft_core.eval import preflight
 from sdft_core.loss import Divergence
 from sdft_core.model import load_model, load_tokenizer
 from sdft_core.prompts import encode, student_prompt_ids, teacher_prompt_ids

@@ -9,14 +9,14 @@ import pytest
 import yaml
 
 from sdft_core.data import DatasetError
-from sdft_core.offline_humaneval import (STOP_SEQUENCES, complete_code, first_code_block, generation_finished,
+from sdft_core.eval.offline_humaneval import (STOP_SEQUENCES, complete_code, first_code_block, generation_finished,
                                          humaneval_path, load_humaneval, program_for, subsample_humaneval,
                                          truncate_at_stop)
-from sdft_core.offline_ifeval import install_offline_punkt, load_ifeval_prompts, score_ifeval
-from sdft_core.offline_mmlu import load_mmlu, run_mmlu, subsample_mmlu
-from sdft_core.prior_capabilities import (PAPER_TASKS, compare_models, evaluate_prior_capabilities, item_scores,
+from sdft_core.eval.offline_ifeval import install_offline_punkt, load_ifeval_prompts, score_ifeval
+from sdft_core.eval.offline_mmlu import load_mmlu, run_mmlu, subsample_mmlu
+from sdft_core.eval.prior_capabilities import (PAPER_TASKS, compare_models, evaluate_prior_capabilities, item_scores,
                                           paper_benchmark_result, prior_capabilities_table)
-from sdft_core.sandbox import run_python
+from sdft_core.eval.sandbox import run_python
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def nltk_dir(tmp_path_factory):
 
 def test_ifeval_import_does_not_try_to_download_punkt(nltk_dir):
     """lm-eval's IFEval module downloads punkt_tab at import unless a model is found: ours must be found."""
-    program = (f"import nltk\nfrom sdft_core.offline_ifeval import install_offline_punkt\n"
+    program = (f"import nltk\nfrom sdft_core.eval.offline_ifeval import install_offline_punkt\n"
                f"install_offline_punkt({str(nltk_dir)!r})\n"
                "def refuse(*args, **kwargs): raise SystemExit('nltk.download was called')\n"
                "nltk.download = refuse\n"
@@ -192,9 +192,9 @@ def test_offline_suite_end_to_end_caches_and_compares(tiny_model_dir, tmp_path, 
     assert result["average"] == pytest.approx(sum(result["scores"].values()) / 3)
     assert len(item_scores(result, "mmlu")) == 4 and len(item_scores(result, "humaneval")) == 2
     assert len(item_scores(result, "ifeval")) == sum(len(r["score"]) for r in result["benchmarks"]["ifeval"]["items"])
-    assert result["benchmarks"]["ifeval"]["details"]["sentence_model"].startswith("sdft_core.offline_ifeval")
+    assert result["benchmarks"]["ifeval"]["details"]["sentence_model"].startswith("sdft_core.eval.offline_ifeval")
 
-    import sdft_core.prior_capabilities as prior
+    import sdft_core.eval.prior_capabilities as prior
 
     def refuse(*args, **kwargs):
         raise AssertionError("a cached benchmark was run again")

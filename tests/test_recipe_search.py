@@ -1,13 +1,13 @@
-"""The recipe search (sdft_core/recipe_search.py): it never sees test data, halving promotes by validation strict
+"""The recipe search (experiments/recipe_search.py): it never sees test data, halving promotes by validation strict
 accuracy then fact log-probability, controls are never promoted, and the tiny profile's SDFT recipe is the search's
 recorded choice."""
 
 import json
 from pathlib import Path
 
-from data_prep.tasks import load_task
-from sdft_core import recipe_search
-from sdft_core.experiments import KNOWLEDGE_LORA, TINY_KNOWLEDGE
+from experiments import recipe_search
+from experiments.plans import KNOWLEDGE_LORA, TINY_KNOWLEDGE
+from tasks.registry import load_task
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
+from experiments.report import CI, comparison_table, knowledge_table, pareto_table, pass_at_k_table, sequential_table
 from sdft_core.io import write_json
-from sdft_core.report import CI, comparison_table, knowledge_table, pareto_table, pass_at_k_table, sequential_table
 
 
 def write_eval(results, name, correct, **extra):

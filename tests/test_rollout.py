@@ -7,11 +7,11 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from data_prep.tasks import load_task
 from sdft_core import rollout
 from sdft_core.model import EMBEDDED_MODEL, load_model
 from sdft_core.prompts import student_prompt_ids
 from sdft_core.rollout import completion_mask, eos_token_ids, generate, prepacked_linears, processed_scores
+from tasks.registry import load_task
 
 PROMPTS = [[1, 100, 200, 300, 2], [1, 400, 2], [1, 500, 600, 700, 800, 900, 2]]
 SETTINGS = [(0.0, 1.0), (1.0, 1.0), (0.7, 0.9)]  # (temperature, top_p): greedy, the paper's sampling, warped

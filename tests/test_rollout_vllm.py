@@ -49,7 +49,7 @@ def test_a_completion_without_eos_is_masked_to_its_own_length():
 
 
 def test_cpu_path_never_imports_vllm():
-    code = ("import sys; import sdft_core.train, sdft_core.evaluate, sdft_core.pipeline, sdft_core.cli, "
+    code = ("import sys; import sdft_core.train, sdft_core.eval.evaluate, experiments.pipeline, experiments.train_run, "
             "sdft_core.rollout_vllm; assert 'vllm' not in sys.modules, 'vllm imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -7,10 +7,10 @@ import shutil
 import pytest
 
 from data_prep import generate_skills
-from data_prep.skills import (EXTRACTION_DIR, SPLITS, TOOL_USE_DIR, load_extraction, load_tool_use, parse_tool_call,
-                              score_extraction, score_tool_call, values_match)
-from data_prep.tasks import load_task
 from sdft_core.data import DatasetError
+from tasks.registry import load_task
+from tasks.skills import (EXTRACTION_DIR, SPLITS, TOOL_USE_DIR, load_extraction, load_tool_use, parse_tool_call,
+                              score_extraction, score_tool_call, values_match)
 
 LOADERS = {"tool_use": (load_tool_use, TOOL_USE_DIR), "extraction": (load_extraction, EXTRACTION_DIR)}
 

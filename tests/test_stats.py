@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from sdft_core.stats import (mcnemar, mean_ci, paired_comparison, pass_at_k, pass_at_k_curve, seeded_subsample,
+from sdft_core.eval.stats import (mcnemar, mean_ci, paired_comparison, pass_at_k, pass_at_k_curve, seeded_subsample,
                              t_quantile)
 
 

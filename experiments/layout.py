@@ -8,19 +8,13 @@ instead of spelling paths:
     best/<name>.json     a model selection (selection.select_best)
 
 A run, or a result of a run, trained with seed s > 0 carries the suffix _seed<s>: seed 0 keeps the plain name. The
-untrained base model is the run BASE, and its "model folder" is BASE too (model_to_load resolves it)."""
+untrained base model is the run sdft_core.model.BASE, and its "model folder" is BASE too (model_to_load resolves it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 RESULT_KINDS = ("eval", "prior", "passk", "best")
-BASE = "base"  # the name of the untrained base model, as a run and as a model folder
-
-
-def model_to_load(model_dir: str, base_model_name: str) -> str:
-    """What to load for `model_dir`: a trained run's model folder, or BASE for the untrained base model."""
-    return base_model_name if model_dir == BASE else model_dir
 
 
 def seeded(name: str, seed: int) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.layout import result_path, run_dir, seeded
 from sdft_core.config import TrainConfig
-from sdft_core.evaluate import evaluate_model
-from sdft_core.layout import result_path, run_dir, seeded
+from sdft_core.eval.evaluate import evaluate_model
+from sdft_core.eval.prior_capabilities import evaluate_prior_capabilities
 from sdft_core.io import read_json, write_json
 from sdft_core.model import EMBEDDED_MODEL
-from sdft_core.prior_capabilities import evaluate_prior_capabilities
 from sdft_core.train import train
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from sdft_core.eval.stats import pass_at_k_curve
 from sdft_core.forward import completion_hidden, with_teacher_prompts
 from sdft_core.io import fingerprint, provenance, read_json, write_json
-from sdft_core.layout import BASE, model_to_load
 from sdft_core.loss import Divergence, stepwise_divergence
-from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer, weights_fingerprint
-from sdft_core.prompts import CONTEXT_PREFIX, chat_prompt, encode
+from sdft_core.model import BASE, EMBEDDED_MODEL, load_model, load_tokenizer, model_to_load, weights_fingerprint
+from sdft_core.prompts import CONTEXT_PREFIX, chat_prompt, encode, student_prompt_ids, teacher_prompt_ids
 from sdft_core.rollout import Batch, generate
 
 
@@ -176,8 +176,6 @@ def pass_at_k_counts(model_dir: str, task, split: str, samples: int, output_path
                      base_model_name: str = EMBEDDED_MODEL, dtype: str = "float32", device: str = "cpu") -> dict:
     """`samples` completions per item at temperature 1.0 and top-p 0.95 (paper B.2), the number correct per item,
     and the unbiased pass@k curve for k = 1, 2, 4, … ≤ samples. Cached in `output_path`."""
-    from sdft_core.stats import pass_at_k_curve
-
     model_name = model_to_load(model_dir, base_model_name)
     weights = weights_fingerprint(model_name)
     items = task.eval_splits[split][: max_items or None]
@@ -213,7 +211,6 @@ def kl_to_base_of_sft_and_teacher(sft_model_dir: str, task, output_path: str, ma
     """Paper Fig. 2 (right): how far from the base policy are (a) the SFT model and (b) the demonstration-
     conditioned teacher? Both as sequence-level KL(· ‖ base) on their own samples for the same training prompts x:
     KL(π_SFT(·|x) ‖ π_0(·|x)) and KL(π_0(·|x,c) ‖ π_0(·|x)). Cached in `output_path`."""
-    from sdft_core.prompts import student_prompt_ids, teacher_prompt_ids
 
     examples = task.train[:max_examples]
     key = fingerprint(weights_fingerprint(sft_model_dir), weights_fingerprint(base_model_name), task.name,

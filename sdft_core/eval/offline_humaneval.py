@@ -28,10 +28,10 @@ from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from sdft_core.data import read_jsonl, require
+from sdft_core.eval.sandbox import run_python
+from sdft_core.eval.stats import pass_at_k, seeded_subsample
 from sdft_core.prompts import chat_prompt, encode
 from sdft_core.rollout import eos_token_ids, left_pad
-from sdft_core.sandbox import run_python
-from sdft_core.stats import pass_at_k, seeded_subsample
 
 PROMPT_STYLES = ("completion", "chat")
 # lm-eval's humaneval.yaml `until`: a new top-level statement ends the function being completed.

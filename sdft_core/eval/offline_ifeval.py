@@ -1,6 +1,6 @@
 """IFEval without the hub: prompts written for this repository, scored by lm-eval's own IFEval checkers.
 
-The prompts (sdft_core/assets/ifeval_offline.jsonl) use IFEval's record format — `instruction_id_list` and one
+The prompts (sdft_core/eval/assets/ifeval_offline.jsonl) use IFEval's record format — `instruction_id_list` and one
 `kwargs` dict per instruction — so `lm_eval.tasks.ifeval.utils.process_results` scores them exactly as lm-eval
 scores IFEval, and the headline metric is lm-eval's inst_level_loose_acc (fraction of instructions followed by the
 response or one of its loose variants: first/last line removed, '*' removed).
@@ -60,7 +60,7 @@ def sentence_model_in_use() -> str:
 
     found = Path(str(nltk.data.find("tokenizers/punkt_tab/english/")))
     if (found / "abbrev_types.txt").read_text(encoding="utf-8") == _PUNKT_FILES["abbrev_types.txt"]:
-        return "sdft_core.offline_ifeval punkt_tab (abbreviations only)"
+        return "sdft_core.eval.offline_ifeval punkt_tab (abbreviations only)"
     return f"nltk punkt_tab at {found}"
 
 

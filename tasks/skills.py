@@ -1,7 +1,7 @@
 """The embedded skill-learning tasks (paper §4 "Skill Learning"): `tool_use` (ToolAlpaca-style tool calls, paper B.3)
 and `extraction` (booking messages to a fixed JSON schema the prompt never states).
 
-Files: data_prep/embedded/<task>/{train,val,test}.jsonl, written by `python -m data_prep.generate_skills`. Every row
+Files: tasks/embedded/<task>/{train,val,test}.jsonl, written by `python -m data_prep.generate_skills`. Every row
 has `id`, `prompt`, `demonstration` and `reference` (the answer key the scorer compares against); the loaders check
 each row, and that its demonstration scores correct against its reference, before anything trains: a bad row stops
 with the file, the row and the field (DatasetError).

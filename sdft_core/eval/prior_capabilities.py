@@ -16,7 +16,7 @@ of the model's files, its items and the settings that affect it; a rerun skips b
 unchanged. Scoring code is not fingerprinted (as in evaluate.py): after changing it, delete the benchmark's entry.
 Every benchmark keeps one record per item ("id", "score" and details) for paired comparisons (compare_models).
 
-    python -m sdft_core.prior_capabilities --model embedded:smollm2-135m-instruct --output results/prior/base.json
+    python -m sdft_core.eval.prior_capabilities --model embedded:smollm2-135m-instruct --output results/prior/base.json
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ from typing import Mapping
 
 import pandas as pd
 
-from sdft_core.evaluate import generate_texts, prompt_ids
+from sdft_core.eval.evaluate import generate_texts, prompt_ids
+from sdft_core.eval.offline_humaneval import (PROMPT_STYLES, complete_code, load_humaneval, score_humaneval,
+                                         subsample_humaneval)
+from sdft_core.eval.offline_ifeval import load_ifeval_prompts, score_ifeval
+from sdft_core.eval.offline_mmlu import MMLU_FORMATS, load_mmlu, run_mmlu, subsample_mmlu
+from sdft_core.eval.stats import mean_ci, paired_comparison, seeded_subsample
 from sdft_core.io import fingerprint, provenance, read_json, use_hub_offline, write_json
 from sdft_core.model import (EMBEDDED_MODEL, cache_dir, load_model, load_tokenizer, resolve_model_path,
                              weights_fingerprint)
-from sdft_core.offline_humaneval import (PROMPT_STYLES, complete_code, load_humaneval, score_humaneval,
-                                         subsample_humaneval)
-from sdft_core.offline_ifeval import load_ifeval_prompts, score_ifeval
-from sdft_core.offline_mmlu import MMLU_FORMATS, load_mmlu, run_mmlu, subsample_mmlu
 from sdft_core.options import add_field_options
-from sdft_core.stats import mean_ci, paired_comparison, seeded_subsample
 
 SUITES = ("offline", "paper")
 

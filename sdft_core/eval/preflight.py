@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from sdft_core.data import Example
-from sdft_core.evaluate import generate_texts
+from sdft_core.eval.evaluate import generate_texts
+from sdft_core.forward import completion_hidden, with_teacher_prompts
 from sdft_core.io import write_json, write_text
+from sdft_core.io import save_figure
 from sdft_core.loss import Divergence
 from sdft_core.prompts import encode, student_prompt_ids, teacher_prompt_ids
-from sdft_core.report import save_figure
 from sdft_core.rollout import Batch, generate, left_pad, right_pad
-from sdft_core.forward import completion_hidden, with_teacher_prompts
 
 STUDENT = "student (question only)"
 # Verdict thresholds (absolute accuracy points and fractions); documented in `verdict`.

@@ -23,8 +23,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from experiments.layout import model_dir, seeded, sequential_eval, sequential_run
 from sdft_core.config import REINVOCATION, TrainConfig
-from sdft_core.layout import BASE, model_dir, seeded, sequential_eval, sequential_run
+from sdft_core.model import BASE
 from sdft_core.prompts import TEACHER_TEMPLATES
 
 
@@ -133,7 +134,7 @@ class Plan:
 
 
 # Knowledge acquisition on the embedded model. SFT memorises with lr 3e-4 over 4 epochs. SDFT's recipe is the
-# candidate chosen on validation by the recipe search (sdft_core/recipe_search.py, results/tiny/recipe_search/): the
+# candidate chosen on validation by the recipe search (experiments/recipe_search.py, results/tiny/recipe_search/): the
 # search's shared settings plus the winning candidate's fields (tests/test_recipe_search.py checks they agree). Its
 # mixture rollouts are used for SDFT on the skill tasks too.
 MIXTURE_ROLLOUTS = {"guided_fraction": 1.0, "guided_by": "demonstration"}
@@ -144,7 +145,7 @@ TINY_KNOWLEDGE = {
              "teacher_context": "demonstration", "temperature": 1.0, **MIXTURE_ROLLOUTS},
 }
 # LoRA SDFT on the knowledge task: the recipe with a rank-16 adapter, at the learning rate chosen on validation by
-# `python -m sdft_core.recipe_search --lora` (results/tiny/recipe_search_lora/; tests/test_recipe_search.py checks).
+# `python -m experiments.recipe_search --lora` (results/tiny/recipe_search_lora/; tests/test_recipe_search.py checks).
 KNOWLEDGE_LORA = {"lora_rank": 16, "learning_rate": 1e-2}
 SMOKE_KNOWLEDGE = {
     "sft": {"method": "sft", "learning_rate": 1e-4, "epochs": 1.0, "batch_size": 2, "micro_batch_size": 1,
@@ -265,7 +266,7 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
     # The pre-flight of the skill tasks under the skill runs' SDFT settings: why SDFT can or cannot learn them.
     figures += [preflight(plan, task, sizes.skill_runs["sdft"], **sizes.preflight) for task in ("extraction",
                                                                                                "tool_use")]
-    # Where TINY_KNOWLEDGE's SDFT recipe comes from: the validation-only search (sdft_core/recipe_search.py).
+    # Where TINY_KNOWLEDGE's SDFT recipe comes from: the validation-only search (experiments/recipe_search.py).
     figures.append(plan.add("recipe_search", "recipe_search", sizes.recipe_search))
     # The teacher ceiling on all training questions, and the trained SDFT student on the same questions (how close it
     # came to what its teacher knew), under the recipe's teacher context and template.

@@ -7,9 +7,9 @@ whose "correct" entry is the task's accuracy (other entries, e.g. knowledge's "l
 
 from __future__ import annotations
 
-from data_prep import knowledge, paper_tasks, skills
 from sdft_core.data import EvalItem, Example, Task
-from sdft_core.fact_matcher import score_facts
+from sdft_core.eval.fact_matcher import score_facts
+from tasks import knowledge, paper_tasks, skills
 
 
 def _knowledge(variant: str = "qa") -> Task:
@@ -67,7 +67,7 @@ TASKS: dict[str, Callable[[], Task]] = {"knowledge": _knowledge,
                                         "general": _general,
                                         "tool_use": lambda: _skill("tool_use"),
                                         "extraction": lambda: _skill("extraction"),
-                                        # The paper's own data, from the paper-scale builders (data_prep.paper_tasks)
+                                        # The paper's own data, from the paper-scale builders (tasks.paper_tasks)
                                         "paper_tool_use": lambda: paper_tasks.tool_use(),
                                         "paper_science": lambda: paper_tasks.science(),
                                         "paper_medical": lambda: paper_tasks.medical(),

@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from sdft_core.io import read_json, write_text
-from sdft_core.layout import result_path, seeded, sequential_eval
-from sdft_core.stats import MeanCI, mean_ci
+from experiments.layout import result_path, seeded, sequential_eval
+from sdft_core.eval.stats import MeanCI, mean_ci
+from sdft_core.io import read_json, save_figure, write_text
 
 Names = str | list[str]  # one evaluation, or one per seed
 CI = " ± 95% CI"
@@ -87,12 +87,6 @@ def knowledge_table(results_dir: str | Path, rows: dict[str, Names]) -> pd.DataF
 def save_table(table: pd.DataFrame, path_stem: str | Path, digits: int = 2) -> None:
     write_text(f"{path_stem}.csv", table.to_csv())
     write_text(f"{path_stem}.md", table.round(digits).to_markdown() + "\n")
-
-
-def save_figure(fig, path_stem: str | Path) -> None:
-    Path(path_stem).parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("png", "pdf"):
-        fig.savefig(f"{path_stem}.{suffix}", bbox_inches="tight", dpi=150)
 
 
 def plot_knowledge_table(table: pd.DataFrame, path_stem: str | Path):

@@ -1,6 +1,6 @@
 """The embedded knowledge-acquisition task: invented 2025–2026 disasters, Q&A about them, indirect (OOD) questions.
 
-Files (data_prep/embedded/knowledge/): articles.jsonl, train.jsonl, val.jsonl, test.jsonl, ood.jsonl.
+Files (tasks/embedded/knowledge/): articles.jsonl, train.jsonl, val.jsonl, test.jsonl, ood.jsonl.
 Every file is validated before anything trains: a bad row stops with the file, the row and the field.
 """
 

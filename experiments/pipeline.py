@@ -1,13 +1,13 @@
 """Run notebooks in batch with papermill, in dependency order, skipping steps whose inputs have not changed.
 
-    python -m sdft_core.pipeline demo            # the knowledge-acquisition demo (make demo)
-    python -m sdft_core.pipeline smoke           # the same notebooks on a tiny configuration (tests, CI)
-    python -m sdft_core.pipeline tiny --seeds 1  # every figure on CPU, one training seed instead of three
+    python -m experiments.pipeline demo            # the knowledge-acquisition demo (make demo)
+    python -m experiments.pipeline smoke           # the same notebooks on a tiny configuration (tests, CI)
+    python -m experiments.pipeline tiny --seeds 1  # every figure on CPU, one training seed instead of three
 
-Profiles and their steps are defined in sdft_core/experiments.py.
+Profiles and their steps are defined in experiments/plans.py.
 
 A step is one notebook run with its parameters. Its fingerprint hashes the notebook source, the parameters, the
-library code (sdft_core/, data_prep/ and the embedded data) and the fingerprints of the steps it depends on; a step
+code (sdft_core/, tasks/ with the embedded data, data_prep/ and experiments/) and the fingerprints of the steps it depends on; a step
 whose fingerprint matches the last successful run is skipped. Executed notebooks are kept under
 results/<profile>/notebooks/. A failing step names the notebook and the cell, and steps already finished stay intact.
 """
@@ -23,14 +23,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import papermill
 
-from sdft_core.experiments import DEFAULT_RESULTS, PROFILES, Step, steps_needed_for
+from experiments.plans import DEFAULT_RESULTS, PROFILES, Step, steps_needed_for
 from sdft_core.io import fingerprint, provenance, read_json, write_json, write_text
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 KERNEL_NAME = "sdft-kit"
-CODE_DIRS = ("sdft_core", "data_prep")
+CODE_DIRS = ("sdft_core", "tasks", "data_prep", "experiments")
 # Lines that say nothing to a user of `make demo`: the kernel's warning about local TCP (the kernel runs on this
 # machine and talks only to this process), tqdm's "IProgress not found" (papermill shows no widgets; tqdm falls back
 # to the text bar with its ETA, which stays), and papermill's per-cell markers.
@@ -55,7 +56,7 @@ def notebook_path(name: str) -> Path:
 
 
 def only(steps: list[Step], targets: list[str]) -> list[Step]:
-    """The steps `targets` need (experiments.steps_needed_for); an unknown step name ends the command."""
+    """The steps `targets` need (plans.steps_needed_for); an unknown step name ends the command."""
     try:
         return steps_needed_for(steps, targets)
     except ValueError as error:
@@ -132,7 +133,6 @@ def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output
               run_only: set[str] | None = None) -> dict[str, str]:
     """Run `steps` in order, skipping those unchanged since their last run; run_only: run these alone (the others
     still make up their fingerprints)."""
-    import papermill
 
     if log_output:
         stream_notebook_output()

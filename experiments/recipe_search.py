@@ -1,8 +1,8 @@
 """A budgeted search for an SDFT recipe on the knowledge task: successive halving, chosen on validation only.
 
-    python -m sdft_core.recipe_search                  # the search recorded in results/tiny/recipe_search/
-    python -m sdft_core.recipe_search --list           # the candidates and the rungs, nothing run
-    python -m sdft_core.recipe_search --lora           # LoRA SDFT's learning rate (results/tiny/recipe_search_lora/)
+    python -m experiments.recipe_search                  # the search recorded in results/tiny/recipe_search/
+    python -m experiments.recipe_search --list           # the candidates and the rungs, nothing run
+    python -m experiments.recipe_search --lora           # LoRA SDFT's learning rate (results/tiny/recipe_search_lora/)
 
 Every candidate is a set of TrainConfig fields on top of SEARCH_BASE. Rung 1 trains every candidate on the training
 questions of a few articles and scores it on the *validation* questions of those articles; the best `keep` go on to
@@ -11,7 +11,7 @@ splits are never read here. Each candidate's run is cached under runs/ (keyed by
 under eval/ (keyed by its weights and the evaluated items), so a killed search resumes, and `summary.json` and
 `summary.md` list every candidate's score at every rung it reached.
 
-Why these candidates: the pre-flight diagnostic (sdft_core/preflight.py, notebooks/preflight) shows that the base
+Why these candidates: the pre-flight diagnostic (sdft_core/eval/preflight.py, notebooks/preflight) shows that the base
 model's teacher *does* know the facts (greedy, demonstration in context), and that at the first step about 5% of the
 rollout tokens (the positions where the teacher would state a fact) carry over a third of the divergence. The levers
 below change how much of that signal reaches the student's greedy answer: which teacher context and template, how
@@ -28,15 +28,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep.tasks import load_task
+from experiments.plans import MIXTURE_ROLLOUTS
 from sdft_core.config import TrainConfig
 from sdft_core.data import Task
-from sdft_core.evaluate import evaluate_model, up_to_date
-from sdft_core.experiments import MIXTURE_ROLLOUTS
+from sdft_core.eval.evaluate import evaluate_model, up_to_date
+from sdft_core.eval.preflight import STUDENT, answer_logprobs
 from sdft_core.io import fingerprint, read_json, write_json, write_text
 from sdft_core.model import load_model, load_tokenizer, weights_fingerprint
-from sdft_core.preflight import STUDENT, answer_logprobs
 from sdft_core.train import train
+from tasks.registry import load_task
 
 # Shared by every candidate: the demo's batch and epochs, a short warm-up (the rung-1 runs have 15 steps), rollouts
 # long enough for a two-fact answer (the base model's greedy answers run 20-45 tokens).
@@ -207,7 +207,7 @@ def search(results_dir: Path, candidates: dict[str, dict] = CANDIDATES, rungs: t
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sdft_core.recipe_search", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m experiments.recipe_search", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results-dir", default="results/tiny/recipe_search")
     parser.add_argument("--list", action="store_true", help="print the candidates and rungs and stop")

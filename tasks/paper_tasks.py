@@ -19,14 +19,14 @@ it; a malformed row stops it with a DatasetError naming the file, the row and th
 
 Scoring:
 - Tool use (B.3: "regex matching against the ground-truth API call, accounting for variations in argument
-  ordering"): every Action / Action Input pair of the response is parsed (data_prep.skills.parse_tool_calls; text
+  ordering"): every Action / Action Input pair of the response is parsed (tasks.skills.parse_tool_calls; text
   before, between and after the calls is ignored). "correct": the calls equal the golden calls in number and order,
   action names exactly, inputs as parsed JSON compared with skills.values_match (key order free, strings by case and
   surrounding spaces, numbers by value, "3" != 3). A golden input that is empty means no arguments ({}); one that is
   not JSON (none expected: ToolAlpaca's are JSON) is compared as whitespace-normalised text, and the description
   counts them. "action_correct": the sequence of action names alone is right.
-- Science: demonstrations.multiple_choice_matches (the response's final option letter == the answer letter).
-- Medical and knowledge: sdft_core.judge's rubrics through the cached, retrying chat client, one judge call per
+- Science: multiple_choice.multiple_choice_matches (the response's final option letter == the answer letter).
+- Medical and knowledge: sdft_core.eval.judge's rubrics through the cached, retrying chat client, one judge call per
   response (the scorer's `score_many` judges a whole list concurrently, with the same cache). The client is built on
   the first score, so loading a task needs no key; the key is read from the environment only (OPENAI_API_KEY), and a
   missing one is the client's own MissingCredentialsError at scoring time. Judge model: gpt-5-mini (paper B.3), or
@@ -52,12 +52,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from data_prep.demonstrations import multiple_choice_matches
-from data_prep.qa_generation import KINDS
-from data_prep.skills import ToolCall, parse_tool_calls, values_match
 from sdft_core.data import DatasetError, EvalItem, Example, Task, read_rows, require
-from sdft_core.judge import RUBRICS, UNPARSEABLE, JudgeItem, judge_responses, make_verdict
-from sdft_core.openai_client import DEFAULT_CACHE_DIR, ChatClient, ChatRequest, ClientConfig, user_message
+from sdft_core.eval.judge import RUBRICS, UNPARSEABLE, JudgeItem, judge_responses, make_verdict
+from sdft_core.eval.openai_client import DEFAULT_CACHE_DIR, ChatClient, ChatRequest, ClientConfig, user_message
+from tasks.multiple_choice import multiple_choice_matches
+from tasks.skills import ToolCall, parse_tool_calls, values_match
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "paper"
 DATA_ENV = "SDFT_PAPER_DATA"
@@ -65,6 +64,7 @@ DATA_ENV = "SDFT_PAPER_DATA"
 JUDGE_MODEL = "gpt-5-mini"
 """The paper's judge (B.3); $SDFT_JUDGE_MODEL overrides it."""
 
+KINDS = ("direct", "indirect")  # the knowledge questions' kinds (data_prep.qa_generation writes both)
 KNOWLEDGE_SPLIT_SEED = 0
 KNOWLEDGE_SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}
 """Per article, this fraction of the direct questions (rounded) goes to each held-out split; the rest trains."""
@@ -230,7 +230,7 @@ def judge_client_config():
 
 
 class JudgeScorer:
-    """score(response, reference) through sdft_core.judge with one rubric. reference: {"question", "answer"}.
+    """score(response, reference) through sdft_core.eval.judge with one rubric. reference: {"question", "answer"}.
 
     The chat client is made on the first call (so loading the task needs no key) and reused. `score_many` judges a
     list of responses concurrently; its verdicts land in the same cache that single calls read."""

@@ -6,10 +6,10 @@
   out of the accuracies (whose denominators are the parsed verdicts), never mapped to a label.
 - Knowledge rubric → strict accuracy (CORRECT) and lenient accuracy (CORRECT or PARTIALLY_CORRECT), the two columns
   of the paper's Table 1; the medical rubric has one accuracy (CORRECT).
-- When the deterministic fact matcher (sdft_core.fact_matcher) scores the same responses, `fact_matcher_agreement`
+- When the deterministic fact matcher (sdft_core.eval.fact_matcher) scores the same responses, `fact_matcher_agreement`
   reports how often the two agree, and Cohen's kappa (agreement beyond what their base rates give by chance).
 
-    python -m sdft_core.judge --rubric knowledge --input-path responses.jsonl --output-path verdicts.jsonl
+    python -m sdft_core.eval.judge --rubric knowledge --input-path responses.jsonl --output-path verdicts.jsonl
 
 Input rows: id, question, reference_answer, response, and optionally facts and wrong (as in the embedded knowledge
 task) to compare with the fact matcher. Output rows: id, verdict, strict, lenient, judge_output; a summary goes to
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The judge talks through the kit's one cached, retrying client, which lives with the data-preparation code.
-from sdft_core.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
-    user_message
 from sdft_core.data import DatasetError, check_unique_ids, read_jsonl, require
+from sdft_core.eval.fact_matcher import score_facts
+from sdft_core.eval.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
+    user_message
 from sdft_core.io import write_json, write_jsonl
-from sdft_core.fact_matcher import score_facts
 
 # Paper B.3, medical evaluator, verbatim. The PDF prints it in a fixed-width box; line breaks inside a sentence are
 # that box's wrapping and are not part of the prompt. The typographic apostrophes are the paper's.
@@ -224,7 +224,7 @@ def agreement(judge: list[bool | None], matcher: list[bool]) -> Agreement:
 
 
 def fact_matcher_agreement(items: list[JudgeItem], verdicts: list[Verdict]) -> dict[str, Agreement]:
-    """Judge vs sdft_core.fact_matcher.score_facts on the items that have facts: strict vs strict, lenient vs lenient."""
+    """Judge vs sdft_core.eval.fact_matcher.score_facts on the items that have facts: strict vs strict, lenient vs lenient."""
     if [item.id for item in items] != [verdict.id for verdict in verdicts]:
         raise ValueError("items and verdicts must be the same responses in the same order")
     scored = [(score_facts(item.response, item.facts, item.wrong or []), verdict)

@@ -1,0 +1,52 @@
+"""Train one run on a task from the command line; the entry point for `accelerate launch` (multi-process, multi-GPU).
+
+    python -m experiments.train_run --task knowledge --output-dir results/runs/sdft --learning-rate 1e-4
+    accelerate launch --multi_gpu --num_processes 2 -m experiments.train_run --task knowledge --output-dir ... \
+        --batch-size 8 --micro-batch-size 4 [--sharding fsdp] [--device cpu]
+    python -m experiments.train_run --task knowledge --preset paper_as_run --output-dir ...
+    python -m experiments.train_run --task knowledge --lora-rank 16 --output-dir ...     # LoRA (sdft_core/lora.py)
+
+Every TrainConfig field is a flag (underscores become dashes; sdft_core/options.py: true/false, "none", lists as
+several values); `--help` shows each field's documentation. Flags win over a preset, a preset over the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from sdft_core.config import PRESETS, TrainConfig, preset_config
+from sdft_core.options import add_field_options
+from sdft_core.train import train
+from tasks.registry import load_task
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.train_run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True, help="task name (tasks.registry.TASKS)")
+    parser.add_argument("--output-dir", required=True, help="the run's folder")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
+    parser.add_argument("--max-train-examples", type=int, default=0, help="use only the first N examples (0: all)")
+    parser.add_argument("--stop-after-step", type=int, help="stop after this optimizer step, leaving a checkpoint "
+                        "(split a long run over several sessions; a rerun resumes it)")
+    add_field_options(parser, TrainConfig, skip=("extra",), given_only=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if f.name != "extra" and getattr(args, f.name) is not None}
+    task = load_task(args.task)
+    overrides.setdefault("max_new_tokens", task.max_new_tokens)
+    config = preset_config(args.preset or "", **overrides, extra={"task": args.task})
+    summary = train(config, task.train[: args.max_train_examples or None], args.output_dir,
+                    stop_after_step=args.stop_after_step)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
