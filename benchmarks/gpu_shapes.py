@@ -21,6 +21,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from accelerate import Accelerator
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from sdft_core.config import TrainConfig
+from sdft_core.rollout import left_pad
+from sdft_core.teacher import Teacher
+from sdft_core.train import Loop, distillation_step, likelihood_step
 
 CONFIGS = Path(__file__).parent / "configs"
 TINY = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
@@ -29,8 +36,6 @@ TINY = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_si
 
 
 def build(name: str, device: str, dtype: torch.dtype):
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     values = TINY if name == "tiny" else json.loads((CONFIGS / f"{name}.json").read_text())
     config = AutoConfig.for_model(**{k: v for k, v in values.items() if k != "architectures"})
     torch.manual_seed(0)
@@ -49,12 +54,6 @@ def peak_memory_gb(device: str) -> float:
 
 def measure(name: str, method: str, length: int, chunk: int | None, args) -> dict:
     """Seconds per training step (median of args.steps after one warm-up) and peak GPU memory."""
-    from accelerate import Accelerator
-
-    from sdft_core.config import TrainConfig
-    from sdft_core.teacher import Teacher
-    from sdft_core.train import Loop, distillation_step, likelihood_step
-
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     model = build(name, args.device, dtype)
     model.gradient_checkpointing_enable()
@@ -91,8 +90,6 @@ def measure(name: str, method: str, length: int, chunk: int | None, args) -> dic
 
 
 def rollout_seconds(name: str, length: int, args) -> float:
-    from sdft_core.rollout import left_pad
-
     model = build(name, args.device, torch.bfloat16 if args.device == "cuda" else torch.float32).eval()
     prompts, mask = left_pad([[1] * args.prompt_length] * args.batch, 0)
     synchronize(args.device)

@@ -20,6 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+# torch, the kit and the peers are imported inside the functions that run in the measured subprocess, not here: the
+# parent only launches and tabulates, so each child's peak memory and import time are its own.
+
 # What each benchmarked run changes on top of the shared settings in `child`.
 RUNS = {"sft": {"method": "sft"}, "sdft": {"method": "sdft"}, "sdft_generate": {"method": "sdft", "hf_decoder": "generate"},
         "sdft_lora16": {"method": "sdft", "lora_rank": 16}}

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from IPython.display import Image
 from matplotlib.colors import Normalize
 from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle
@@ -423,8 +424,6 @@ def plot_step_effect(before: TokenScores, after: TokenScores, title: str = ""):
 
 def save_and_show(fig, path_stem: str | Path):
     """Save the figure (PNG and PDF, `sdft_core.io.save_figure`), close it, and return the PNG for the notebook to show."""
-    from IPython.display import Image
-
     save_figure(fig, path_stem)
     plt.close(fig)
     return Image(filename=f"{path_stem}.png")

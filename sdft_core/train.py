@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.distributed.checkpoint.state_dict as dcp_state
 from accelerate import Accelerator
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
@@ -110,8 +111,6 @@ def shard(model: torch.nn.Module, device: str, processes: int) -> None:
     """FSDP2 over all processes: each decoder layer is a unit, gathered for its forward and backward and resharded
     after; the rest (embeddings, final norm, output head, tied or not) is the root unit, which FSDP keeps gathered
     from the forward to the end of the backward, so the chunked loss can apply the output head outside forward."""
-    from torch.distributed.device_mesh import init_device_mesh
-
     mesh = init_device_mesh(device, (processes,))
     for layer in model.get_decoder().layers:
         fully_shard(layer, mesh=mesh)

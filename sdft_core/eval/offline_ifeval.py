@@ -22,6 +22,8 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
+import nltk
+
 from sdft_core.data import DatasetError, check_unique_ids, read_jsonl, require
 
 OFFLINE_IFEVAL_PATH = Path(__file__).parent / "assets" / "ifeval_offline.jsonl"
@@ -39,8 +41,6 @@ def install_offline_punkt(nltk_data_dir: Path | str) -> Path:
     Must run before `lm_eval.tasks.ifeval` is imported (its import tries to download punkt_tab otherwise).
     Returns the model folder.
     """
-    import nltk
-
     nltk_data_dir = Path(nltk_data_dir).resolve()
     model_dir = nltk_data_dir / "tokenizers" / "punkt_tab" / "english"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -56,8 +56,6 @@ def install_offline_punkt(nltk_data_dir: Path | str) -> Path:
 
 def sentence_model_in_use() -> str:
     """Which punkt_tab English model nltk resolves now: ours (after install_offline_punkt) or another one."""
-    import nltk
-
     found = Path(str(nltk.data.find("tokenizers/punkt_tab/english/")))
     if (found / "abbrev_types.txt").read_text(encoding="utf-8") == _PUNKT_FILES["abbrev_types.txt"]:
         return "sdft_core.eval.offline_ifeval punkt_tab (abbreviations only)"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import os
 import time
 from dataclasses import dataclass
@@ -162,7 +163,7 @@ class _OfflineRunner:
         model, tokenizer = self.model_and_tokenizer()
         config = self.config
         if benchmark == "mmlu":
-            from lm_eval.models.huggingface import HFLM
+            from lm_eval.models.huggingface import HFLM  # imported only when used: lm_eval takes seconds
 
 
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size, device=config.device)
@@ -276,8 +277,6 @@ def evaluate_prior_capabilities(model_name_or_path: str, output_path: str | Path
 
 
 def _lm_eval_version() -> str:
-    import importlib.metadata
-
     return importlib.metadata.version("lm_eval")
 
 
