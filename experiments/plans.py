@@ -266,6 +266,10 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
     # The pre-flight of the skill tasks under the skill runs' SDFT settings: why SDFT can or cannot learn them.
     figures += [preflight(plan, task, sizes.skill_runs["sdft"], **sizes.preflight) for task in ("extraction",
                                                                                                "tool_use")]
+    # ... and under the template without "including the thinking process" (a candidate of the skill search,
+    # `python -m experiments.recipe_search --task extraction`): does the teacher then write the format at once?
+    figures.append(preflight(plan, TINY_SKILL, {**sizes.skill_runs["sdft"], "teacher_template": "own_words"},
+                             **sizes.preflight))
     # Where TINY_KNOWLEDGE's SDFT recipe comes from: the validation-only search (experiments/recipe_search.py).
     figures.append(plan.add("recipe_search", "recipe_search", sizes.recipe_search))
     # The teacher ceiling on all training questions, and the trained SDFT student on the same questions (how close it
@@ -278,7 +282,7 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
                                  **sizes.preflight_after_training))
     # The teacher ceiling under each named template (why the recipe's template was a search candidate): accuracy and
     # the length of the teacher's answers, whose artefacts the student would learn.
-    for template in TEACHER_TEMPLATES:
+    for template in (t for t in TEACHER_TEMPLATES if t != "same_format"):  # same_format is for format skills
         figures.append(preflight(plan, "knowledge", {**recipe, "teacher_template": template},
                                  f"preflight_knowledge_template_{template}",
                                  contexts=[recipe.get("teacher_context", "demonstration")], **sizes.preflight_templates))

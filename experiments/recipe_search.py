@@ -3,6 +3,8 @@
     python -m experiments.recipe_search                  # the search recorded in results/tiny/recipe_search/
     python -m experiments.recipe_search --list           # the candidates and the rungs, nothing run
     python -m experiments.recipe_search --lora           # LoRA SDFT's learning rate (results/tiny/recipe_search_lora/)
+    python -m experiments.recipe_search --task extraction  # a task-appropriate SDFT form for the skill task
+                                                         # (results/tiny/recipe_search_extraction/)
 
 Every candidate is a set of TrainConfig fields on top of SEARCH_BASE. Rung 1 trains every candidate on the training
 questions of a few articles and scores it on the *validation* questions of those articles; the best `keep` go on to
@@ -28,11 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.plans import MIXTURE_ROLLOUTS
+from experiments.plans import MIXTURE_ROLLOUTS, PLAN_TRAINING, TINY_SIZES, TINY_SKILL
 from sdft_core.config import TrainConfig
 from sdft_core.data import Task
 from sdft_core.eval.evaluate import evaluate_model, up_to_date
-from sdft_core.eval.preflight import STUDENT, answer_logprobs
+from sdft_core.eval.preflight import STUDENT, answer_logprobs, opening_token
 from sdft_core.io import fingerprint, read_json, write_json, write_text
 from sdft_core.model import load_model, load_tokenizer, weights_fingerprint
 from sdft_core.train import train
@@ -99,6 +101,30 @@ LORA_CANDIDATES: dict[str, dict] = {
     "lora16_lr1e-2": {**CANDIDATES[RECIPE], "lora_rank": 16, "learning_rate": 1e-2},
 }
 
+# The skill task (`--task extraction`, one rung on all 72 training and 16 validation prompts): does a form of SDFT learn
+# the new output format at 135M? Shared settings: the tiny profile's SDFT run on the skill task (experiments/plans.py,
+# TINY_SIZES.skill_runs at its first learning rate), which learned nothing (0% test, 0% valid JSON). Its pre-flight
+# (results/tiny/preflight_extraction_paper.md) says the teacher copies the demonstrated JSON (81%) but the student's
+# rollouts are prose, and after training 31 of 32 test answers open with the paper template's prose ("This is a
+# classic example of ..."). The first candidate's trained student shows why (`opening_token`, in the table): it gives
+# the JSON's first token p ≈ 0.001 and opens with "This" on every validation prompt, yet with the "{" forced it writes
+# the right JSON for 88% of them. It learned the teacher's opening: the base teacher, demonstration in context under
+# the paper's template, opens with "This" too (15 of 16) and gives "{" p ≈ 0.008. Two levers: the knowledge recipe's
+# optimisation (3e-4, 4 epochs: the skill run has 18 steps, so its guided share is gone after a few updates), and
+# with it the teacher template that asks for the demonstration's format (same_format), under which the base teacher
+# opens with the JSON more often (`reference_openings`, in the table, for SKILL_REFERENCE_TEMPLATES). own_words is
+# measured there and not trained (its pre-flight, preflight_extraction_own_words.md: ceiling 62% against 81%). A few
+# wordings without "This is an example" were tried by hand on the base teacher while building this: they opened
+# with '"', "I" or "Hi" rather than "{", and were not kept.
+SKILL_SEARCH_BASE = {**PLAN_TRAINING, **TINY_SIZES.skill_runs["sdft"], "learning_rate": TINY_SIZES.learning_rates[0]}
+SKILL_OPTIMISATION = {"learning_rate": 3e-4, "epochs": 4.0, "warmup_steps": 4}
+SKILL_CANDIDATES: dict[str, dict] = {
+    "skill_setting": {},
+    "skill_lr3e-4_4ep": SKILL_OPTIMISATION,
+    "skill_same_format_lr3e-4_4ep": {**SKILL_OPTIMISATION, "teacher_template": "same_format"},
+}
+SKILL_CONTROLS: dict[str, dict] = {"sft_control": {**TINY_SIZES.skill_runs["sft"], "learning_rate": 1e-4}}
+
 # Reference points trained and scored like the candidates, never promoted. SFT at the demo's setting (every rung)
 # tells whether a rung is long enough for anything to learn.
 CONTROLS: dict[str, dict] = {"sft_control": {"method": "sft"}}
@@ -115,6 +141,8 @@ class Rung:
 
 RUNGS = (Rung(articles=3, keep=2), Rung(articles=0, keep=1))
 LORA_RUNGS = (Rung(articles=0, keep=1),)
+SKILL_RUNGS = (Rung(articles=0, keep=1),)
+SKILL_REFERENCE_TEMPLATES = ("paper", "own_words", "same_format")  # the base teacher's opening under each
 
 
 def article_subset(task: Task, articles: int) -> Task:
@@ -129,10 +157,14 @@ def article_subset(task: Task, articles: int) -> Task:
 
 
 def run_candidate(results_dir: Path, name: str, overrides: dict, rung: int, task: Task,
-                  base_overrides: dict | None = None) -> dict:
+                  base_overrides: dict | None = None, base: dict = SEARCH_BASE, opening: bool = False) -> dict:
     """Train (or reuse) one candidate at one rung and score it on that rung's validation questions.
-    base_overrides: fields changed for every candidate (the test suite's smoke sizes)."""
-    config = TrainConfig(**{**SEARCH_BASE, **(base_overrides or {}), **overrides,
+    base: the shared settings (SEARCH_BASE, or SKILL_SEARCH_BASE); base_overrides: fields changed for every candidate
+    (the test suite's smoke sizes). `val_strict` is the task's strict score: all facts right for knowledge, `correct`
+    for the skill tasks; the task's other validation metrics follow as `val_<metric>`. opening: also measure how the
+    trained student opens its answers (`opening_token`: for the skill tasks, whose format is decided by the first
+    token)."""
+    config = TrainConfig(**{"max_new_tokens": task.max_new_tokens, **base, **(base_overrides or {}), **overrides,
                             "extra": {"search": name, "rung": rung}})
     run = f"r{rung}_{name}"
     train(config, task.train, results_dir / "runs" / run)
@@ -141,10 +173,48 @@ def run_candidate(results_dir: Path, name: str, overrides: dict, rung: int, task
     summary = read_json(results_dir / "runs" / run / "summary.json")
     likelihood = cached_logprobs(results_dir / "eval" / f"{run}_answer_logprob.json", str(model_dir), task,
                                  lambda model, tokenizer: answer_logprobs(model, tokenizer, task.eval_splits["val"]))
-    return {"candidate": name, "rung": rung, "train_questions": len(task.train), "val_questions": result["val"]["n"],
-            "val_strict": result["val"]["strict"], "val_lenient": result["val"]["lenient"],
+    scores = result["val"]
+    openings = {}
+    if opening:
+        measured = cached_logprobs(results_dir / "eval" / f"{run}_opening.json", str(model_dir), task,
+                                   lambda model, tokenizer: opening_token(model, tokenizer, task.eval_splits["val"],
+                                                                          task.score, config.max_new_tokens))
+        openings = {f"val_{key}": measured[key] for key in OPENING_COLUMNS}
+    return {"candidate": name, "rung": rung, "train_questions": len(task.train), "val_questions": scores["n"],
+            "val_strict": scores.get("strict", scores["correct"]),
+            **{f"val_{metric}": value for metric, value in scores.items() if metric not in ("n", "strict", "correct")},
             "val_fact_logprob": likelihood["fact_logprob"], "val_answer_logprob": likelihood["answer_logprob"],
-            "train_seconds": summary["train_seconds_this_session"], "config": overrides}
+            **openings, "train_seconds": summary["train_seconds_this_session"], "config": overrides}
+
+
+# What `opening_token` reports that the skill search's table shows.
+OPENING_COLUMNS = ("greedy opens like the demonstration", "p(demonstration's first token)",
+                   "most common greedy openings", "greedy accuracy, demonstration's first token forced")
+
+
+def reference_openings(results_dir: Path, rung: int, task: Task, templates: list[str]) -> list[dict]:
+    """How the *base* model opens its answers on the rung's validation prompts: as the student, and as SDFT's teacher
+    (the demonstration in context) under each teacher template the candidates use. The student learns the teacher's
+    opening; for a format skill the opening decides whether the answer is in the format at all."""
+    model_name = TrainConfig(**SEARCH_BASE).model
+    roles = [("student (question only)", STUDENT, "paper")] + [(f"teacher (demonstration in context, {template})",
+                                                                "demonstration", template) for template in templates]
+
+    def measure(model, tokenizer) -> dict:
+        return {"rows": [{"rung": rung, "model": f"base, {label}",
+                          **{key: value for key, value in opening_token(
+                              model, tokenizer, task.eval_splits["val"], task.score, task.max_new_tokens,
+                              context=context, template=template).items() if key in OPENING_COLUMNS + (
+                              "greedy accuracy",)}} for label, context, template in roles]}
+
+    key_path = results_dir / "eval" / f"r{rung}_base_reference_opening_{fingerprint(templates)}.json"
+    return cached_logprobs(key_path, model_name, task, measure)["rows"]
+
+
+def tie_break(row: dict) -> float:
+    """The log-prob that separates candidates at equal strict accuracy: of the facts' tokens where the task marks facts
+    (knowledge), of the whole answer otherwise (the skill tasks, whose fact log-prob is NaN)."""
+    return row["val_answer_logprob"] if math.isnan(row["val_fact_logprob"]) else row["val_fact_logprob"]
 
 
 def cached_logprobs(path: Path, model_path: str, task: Task, measure) -> dict:
@@ -176,23 +246,30 @@ def reference_logprobs(results_dir: Path, rung: int, task: Task) -> list[dict]:
 
 def search(results_dir: Path, candidates: dict[str, dict] = CANDIDATES, rungs: tuple[Rung, ...] = RUNGS,
            controls: dict[str, dict] = CONTROLS, task_name: str = "knowledge",
-           base_overrides: dict | None = None, probes: dict[str, dict] = BUDGET_PROBES) -> pd.DataFrame:
+           base_overrides: dict | None = None, probes: dict[str, dict] = BUDGET_PROBES,
+           base: dict = SEARCH_BASE, opening_templates: tuple[str, ...] = ()) -> pd.DataFrame:
     """Successive halving on validation: strict accuracy first, then the mean log-probability of the validation
     answers' fact tokens (greedy accuracy stays at 0 until a whole multi-token fact is the argmax, so at short rungs
-    the log-probability is what tells candidates apart), then the order of `candidates`."""
+    the log-probability is what tells candidates apart; `tie_break`), then the order of `candidates`. `base`: the
+    settings every candidate shares (`run_candidate`); opening_templates: if given, also measure how each trained
+    model opens its answers, and how the base model does as the student and as the teacher under each of these
+    templates (`reference_openings`; the skill search)."""
     task = load_task(task_name)
     alive = list(candidates)
     rows, base_rows = [], []
     for number, rung in enumerate(rungs, start=1):
         subset = article_subset(task, rung.articles)
         base_rows += reference_logprobs(results_dir, number, subset)
-        scored = [run_candidate(results_dir, name, candidates[name], number, subset, base_overrides)
-                  for name in alive]
+        if opening_templates:
+            base_rows += reference_openings(results_dir, number, subset, list(opening_templates))
+        scored = [run_candidate(results_dir, name, candidates[name], number, subset, base_overrides, base=base,
+                                opening=bool(opening_templates)) for name in alive]
         reference_points = {**controls, **(probes if number == 1 else {})}
-        rows += scored + [run_candidate(results_dir, name, values, number, subset, base_overrides)
+        rows += scored + [run_candidate(results_dir, name, values, number, subset, base_overrides, base=base,
+                                        opening=bool(opening_templates))
                           for name, values in reference_points.items()]
         write_json(results_dir / "summary.json", rows)  # after every rung: a killed search shows what it has
-        ranked = sorted(scored, key=lambda r: (-r["val_strict"], -r["val_fact_logprob"], alive.index(r["candidate"])))
+        ranked = sorted(scored, key=lambda r: (-r["val_strict"], -tie_break(r), alive.index(r["candidate"])))
         alive = [r["candidate"] for r in ranked[: rung.keep]]
     table = pd.DataFrame(rows).drop(columns="config")
     table["chosen"] = [r["candidate"] == alive[0] and r["rung"] == len(rungs) for r in rows]
@@ -213,7 +290,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--list", action="store_true", help="print the candidates and rungs and stop")
     parser.add_argument("--lora", action="store_true", help="choose LoRA SDFT's learning rate on validation "
                         "(LORA_CANDIDATES) instead; results in <results-dir>_lora")
+    parser.add_argument("--task", choices=["knowledge", TINY_SKILL], default="knowledge",
+                        help=f"{TINY_SKILL}: search SKILL_CANDIDATES on the skill task instead; results in "
+                        f"<results-dir>_{TINY_SKILL}")
     args = parser.parse_args(argv)
+    if args.task == TINY_SKILL and args.list:
+        for name, overrides in SKILL_CANDIDATES.items():
+            print(f"{name}: {TrainConfig(**{**SKILL_SEARCH_BASE, **overrides})}")
+        return
+    if args.task == TINY_SKILL:
+        print(search(Path(f"{args.results_dir}_{TINY_SKILL}"), SKILL_CANDIDATES, SKILL_RUNGS, SKILL_CONTROLS,
+                     task_name=TINY_SKILL, probes={}, base=SKILL_SEARCH_BASE,
+                     opening_templates=SKILL_REFERENCE_TEMPLATES)
+              .to_markdown(index=False, floatfmt=".3f"))
+        return
     if args.lora:
         print(search(Path(args.results_dir + "_lora"), LORA_CANDIDATES, LORA_RUNGS, {}, probes={})
               .to_markdown(index=False, floatfmt=".3f"))

@@ -37,6 +37,13 @@ TEACHER_TEMPLATES = {
                    "This is a correct answer to the question:\n"
                    "{demonstration}\n"
                    "Now answer the question in your own words, with the same facts:"),
+    # Asks for the demonstration's format: for skills whose answer is a format (a JSON object, a call). The student
+    # learns how the teacher *opens* its answer, and under the paper's wording the 135M teacher opens with prose
+    # ("This is ...") where the demonstration opens with "{" (sdft_core.eval.preflight.opening_token).
+    "same_format": ("{question}\n"
+                    "This is an example for a response to the question:\n"
+                    "{demonstration}\n"
+                    "Now answer with a response of your own, in the same format:"),
 }
 
 

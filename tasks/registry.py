@@ -55,7 +55,7 @@ def _skill(name: str) -> Task:
     }[name]
 
     def items(split: str) -> list[EvalItem]:
-        return [EvalItem(row.id, row.prompt, row.reference) for row in load(split)]
+        return [EvalItem(row.id, row.prompt, row.reference, demonstration=row.demonstration) for row in load(split)]
 
     return Task(name, description, skills.training_examples(load("train")),
                 {split: items(split) for split in ("train", "val", "test")}, score, max_new_tokens=max_new_tokens)

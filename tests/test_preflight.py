@@ -117,14 +117,18 @@ def test_the_table_applies_the_scorer_and_the_verdict_follows_from_it(tiny):
         assert result.table.loc[context, "correct"] == pytest.approx(expected)
     assert result.table["demonstration log-prob per token"].lt(0).all()
     assert result.best_context in ("demonstration", "context", "context_and_demonstration")
-    assert result.verdict.split(":")[0] in ("UNLIKELY", "WEAK SIGNAL", "LIKELY")
+    assert result.verdict.split(":")[0] in ("UNLIKELY", "WRONG OPENING", "WEAK SIGNAL", "SLOW ON-POLICY", "LIKELY")
+    assert result.table["opens like the demonstration"].between(0, 1).all()
     assert preflight.plot_preflight(result) is not None
 
 
-def _verdict(student: float, teacher: float, coverage: float, on_path: float = 0.9) -> str:
-    table = pd.DataFrame({"correct": [student, teacher]}, index=[preflight.STUDENT, "demonstration"])
+def _verdict(student: float, teacher: float, coverage: float, on_path: float = 0.9, fixed_opening: float = 0.3,
+             teacher_opens_alike: float = 0.0) -> str:
+    table = pd.DataFrame({"correct": [student, teacher], "opens like the demonstration": [0.0, teacher_opens_alike]},
+                         index=[preflight.STUDENT, "demonstration"])
     signal = {"rollouts reaching an answer position": coverage,
-              "answer positions where the student sampled the teacher's token": on_path}
+              "answer positions where the student sampled the teacher's token": on_path,
+              "demonstrations opening with the same token": fixed_opening}
     return preflight.Preflight(table, signal, "demonstration", "correct").verdict
 
 
@@ -134,6 +138,21 @@ def test_verdict_rules():
     assert _verdict(0.0, 0.6, 0.9, on_path=0.2).startswith("SLOW ON-POLICY")  # multi-token answers off the path
     assert _verdict(0.0, 0.6, 0.9).startswith("LIKELY")
     assert "60%" in _verdict(0.0, 0.6, 0.9)
+    # A format (every demonstration opens alike) that the teacher does not open with: the student learns the opening.
+    assert _verdict(0.0, 0.6, 0.9, fixed_opening=1.0, teacher_opens_alike=0.2).startswith("WRONG OPENING")
+    assert _verdict(0.0, 0.6, 0.9, fixed_opening=1.0, teacher_opens_alike=0.8).startswith("LIKELY")
+    assert _verdict(0.0, 0.6, 0.9, fixed_opening=0.5, teacher_opens_alike=0.0).startswith("LIKELY")  # free text
+    assert _verdict(0.0, 0.05, 0.9, fixed_opening=1.0).startswith("UNLIKELY")  # nothing to distil comes first
+
+
+def test_opening_helpers(embedded_tokenizer):
+    brace = encode(embedded_tokenizer, '{"name": "Ravi"}')
+    assert preflight.opens_alike(embedded_tokenizer, '{"city": "Tarnwick"}', brace)
+    assert preflight.opens_alike(embedded_tokenizer, '{ "city": 1}', brace)
+    assert not preflight.opens_alike(embedded_tokenizer, "This is a booking", brace)
+    assert not preflight.opens_alike(embedded_tokenizer, "", brace)
+    demonstrations = [brace, brace, encode(embedded_tokenizer, "Action: x")]
+    assert preflight.fixed_opening_share(embedded_tokenizer, demonstrations) == pytest.approx(2 / 3)
 
 
 def test_a_task_without_training_answer_keys_is_refused(tiny):
@@ -167,3 +186,44 @@ def test_answer_logprobs_average_the_answer_and_fact_tokens(tiny, context):
     assert result["answer_logprob"] == pytest.approx(sum(rows) / len(rows), abs=1e-5)
     assert result["fact_logprob"] == pytest.approx(sum(facts) / len(facts), abs=1e-5)
     assert result["fact_tokens"] == len(facts) > 0 and result["items"] == 3
+
+
+def _greedy_reference(model, prompt_ids: list[int], steps: int, eos: int) -> list[int]:
+    """Greedy decoding by hand: argmax of a plain forward pass over everything so far, one token at a time."""
+    ids = []
+    for _ in range(steps):
+        _, full = reference_sampled_logp(model, prompt_ids, ids + [0])  # the last row: the next token after `ids`
+        token = int(full[-1].argmax())
+        if token == eos:
+            break
+        ids.append(token)
+    return ids
+
+
+def test_opening_token_against_greedy_decoding_and_forward_passes_by_hand(tiny):
+    model, tokenizer = tiny
+    items = [EvalItem(e.id, e.prompt, r, e.context, e.demonstration) for e, r in zip(EXAMPLES, REFERENCES)]
+    report = preflight.opening_token(model, tokenizer, items, odd_length_scorer, max_new_tokens=5, batch_size=2)
+    prompts = [student_prompt_ids(tokenizer, e, 512) for e in EXAMPLES]
+    answers = [encode(tokenizer, e.demonstration) for e in EXAMPLES]
+    first_p, later_p, same, plain, forced = [], [], [], [], []
+    for prompt, answer, reference in zip(prompts, answers, REFERENCES):
+        logp, _ = reference_sampled_logp(model, prompt, answer)
+        first_p.append(logp[0].exp())
+        later_p += logp[1:].exp().tolist()
+        greedy = _greedy_reference(model, prompt, 5, tokenizer.eos_token_id)
+        text = tokenizer.decode(greedy, skip_special_tokens=True).strip()
+        opening, mine = tokenizer.decode(answer[:1]).strip(), tokenizer.decode(encode(tokenizer, text)[:1]).strip()
+        same.append(bool(mine) and (mine.startswith(opening) or opening.startswith(mine)))
+        plain.append(odd_length_scorer(text, reference)["correct"])
+        rest = _greedy_reference(model, prompt + answer[:1], 4, tokenizer.eos_token_id)
+        forced.append(odd_length_scorer(tokenizer.decode(answer[:1] + rest, skip_special_tokens=True).strip(),
+                                        reference)["correct"])
+    assert report["items"] == 3
+    assert report["p(demonstration's first token)"] == pytest.approx(float(torch.stack(first_p).mean()), abs=1e-6)
+    assert report["p(its later tokens), mean"] == pytest.approx(sum(later_p) / len(later_p), abs=1e-6)
+    assert report["greedy opens like the demonstration"] == pytest.approx(sum(same) / 3)
+    assert report["greedy accuracy"] == pytest.approx(sum(plain) / 3)
+    assert report["greedy accuracy, demonstration's first token forced"] == pytest.approx(sum(forced) / 3)
+    with pytest.raises(ValueError, match="demonstration"):
+        preflight.opening_token(model, tokenizer, [EvalItem("x", "q", {})], odd_length_scorer, 5)

@@ -28,7 +28,8 @@ def test_halving_promotes_by_strict_then_fact_logprob_and_never_a_control(tmp_pa
               ("probe", 1): (0.8, 0.0), ("b", 2): (0.2, -2.0), ("c", 2): (0.3, -4.0), ("sft", 2): (0.9, 0.0)}
     calls = []
 
-    def fake(results_dir, name, overrides, rung, task, base_overrides=None):
+    def fake(results_dir, name, overrides, rung, task, base_overrides=None, base=recipe_search.SEARCH_BASE,
+             opening=False):
         calls.append((name, rung, len(task.train)))
         strict, logprob = scores[(name, rung)]
         return {"candidate": name, "rung": rung, "val_strict": strict, "val_lenient": strict,
@@ -64,3 +65,33 @@ def test_the_lora_settings_are_the_lora_search_s_recorded_choice():
     chosen = recipe_search.LORA_CANDIDATES[best["candidate"]]
     assert best["config"] == chosen
     assert {**TINY_KNOWLEDGE["sdft"], **KNOWLEDGE_LORA} == {**recipe_search.SEARCH_BASE, **chosen}
+
+
+def test_skill_tasks_break_ties_on_the_answer_logprob_since_they_mark_no_facts(tmp_path, monkeypatch):
+    # Extraction marks no fact tokens (fact log-prob NaN): at equal validation accuracy the answer's log-prob decides,
+    # and the skill search trains on top of its own shared settings, not the knowledge search's.
+    nan = float("nan")
+    scores = {"a": (0.0, -2.0), "b": (0.0, -0.5), "c": (0.0, -1.0)}
+    bases = []
+
+    def fake(results_dir, name, overrides, rung, task, base_overrides=None, base=recipe_search.SEARCH_BASE,
+             opening=False):
+        bases.append((base, opening))
+        strict, answer = scores[name]
+        return {"candidate": name, "rung": rung, "val_strict": strict, "val_fact_logprob": nan,
+                "val_answer_logprob": answer, "config": overrides}
+
+    monkeypatch.setattr(recipe_search, "run_candidate", fake)
+    monkeypatch.setattr(recipe_search, "reference_logprobs", lambda results_dir, rung, task: [{"rung": rung}])
+    openings = []
+    monkeypatch.setattr(recipe_search, "reference_openings",
+                        lambda results_dir, rung, task, templates: openings.append(templates) or [{"rung": rung}])
+    table = recipe_search.search(tmp_path, {name: {} for name in scores}, recipe_search.SKILL_RUNGS, {},
+                                 task_name="extraction", probes={}, base=recipe_search.SKILL_SEARCH_BASE,
+                                 opening_templates=recipe_search.SKILL_REFERENCE_TEMPLATES)
+    assert list(table[table.chosen].candidate) == ["b"]
+    # Every candidate on the skill search's own settings, with its opening measured; the base model's openings once
+    # per rung, under every reference template.
+    assert bases == [(recipe_search.SKILL_SEARCH_BASE, True)] * 3
+    assert openings == [list(recipe_search.SKILL_REFERENCE_TEMPLATES)]
+

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from sdft_core.data import Example
-from sdft_core.eval.evaluate import generate_texts
+from sdft_core.eval.evaluate import generate_batched, generate_texts
 from sdft_core.forward import completion_hidden, with_teacher_prompts
 from sdft_core.io import write_json, write_text
 from sdft_core.io import save_figure
@@ -45,6 +45,8 @@ STUDENT = "student (question only)"
 MIN_CEILING_GAIN = 0.10
 MIN_ANSWER_COVERAGE = 0.25
 MIN_ON_PATH = 0.5
+FIXED_OPENING = 0.9
+MIN_OPENING = 0.5
 
 
 def teacher_contexts_of(examples: list[Example]) -> list[str]:
@@ -126,6 +128,59 @@ def answer_logprobs(model, tokenizer, items, batch_size: int = 8, context: str =
     return {"answer_logprob": float(torch.cat(logp).mean()),
             "fact_logprob": sum(facts) / len(facts) if facts else float("nan"), "fact_tokens": len(facts),
             "items": len(items)}
+
+
+def opens_alike(tokenizer, text: str, demonstration_ids: list[int]) -> bool:
+    """Whether `text` opens as the demonstration does: its first token and the demonstration's first token are the
+    same text, or one is a prefix of the other ('{"' and '{' both open a JSON object)."""
+    mine = tokenizer.decode(encode(tokenizer, text)[:1]).strip()
+    theirs = tokenizer.decode(demonstration_ids[:1]).strip()
+    return bool(mine) and (mine.startswith(theirs) or theirs.startswith(mine))
+
+
+def fixed_opening_share(tokenizer, demonstrations: list[list[int]]) -> float:
+    """The share of demonstrations that open with their most common first token: near 1 for a format (every JSON
+    object opens with "{", every ToolAlpaca call with "Action"), low for free text."""
+    firsts = pd.Series([tuple(ids[:1]) for ids in demonstrations])
+    return float(firsts.value_counts().iloc[0] / len(firsts)) if len(firsts) else 0.0
+
+
+@torch.no_grad()
+def opening_token(model, tokenizer, items, score, max_new_tokens: int, context: str = STUDENT,
+                  template: str = "paper", batch_size: int = 8) -> dict:
+    """How the model opens its answer, against how the demonstration opens, and what it writes once the opening is
+    right. For a new output format (a JSON object, a tool call) the first token decides the rest: a model can give the
+    demonstration's tokens a high probability once the answer has begun (`answer_logprobs`) and still open greedily
+    with prose. Returns, over `items` (evaluation items with a demonstration), under `context` (STUDENT or a teacher
+    context): how often the greedy first token is the demonstration's; the mean probability of the demonstration's
+    first token and of its later tokens (each given the demonstration's own prefix); the most common greedy openings;
+    and the greedy accuracy (the task's `score`) with the demonstration's first token forced, beside the plain one."""
+    items = [item for item in items if item.demonstration]
+    if not items:
+        raise ValueError("opening_token needs items with a demonstration (a correct answer)")
+    prompts = _prompts(tokenizer, [Example(i.id, i.prompt, i.demonstration, i.context) for i in items], context,
+                       template)
+    answers = [encode(tokenizer, i.demonstration) for i in items]
+    logp = completion_logprobs(model, prompts, answers, tokenizer.pad_token_id, batch_size)
+    greedy = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size, desc="greedy", progress=False)
+    forced = [""] * len(items)  # the opening and the greedy rest, decoded together
+    for indices, batch in generate_batched(model, tokenizer, [p + ids[:1] for p, ids in zip(prompts, answers)],
+                                           max_new_tokens - 1, batch_size, progress=False):
+        for row, index in enumerate(indices):
+            rest = batch.completion_ids[row][batch.completion_mask[row].bool()].tolist()
+            forced[index] = tokenizer.decode(answers[index][:1] + rest, skip_special_tokens=True).strip()
+    first_greedy = [tokenizer.decode(encode(tokenizer, text)[:1]).strip() for text in greedy]
+    same = [opens_alike(tokenizer, text, ids) for text, ids in zip(greedy, answers)]
+    later = torch.cat([row[1:] for row in logp])
+    common = pd.Series(first_greedy).value_counts().head(3)
+    return {"context": context, "items": len(items),
+            "greedy opens like the demonstration": sum(same) / len(items),
+            "p(demonstration's first token)": float(torch.stack([row[0] for row in logp]).exp().mean()),
+            "p(its later tokens), mean": float(later.exp().mean()),
+            "most common greedy openings": ", ".join(f"{token!r} ×{count}" for token, count in common.items()),
+            "greedy accuracy": sum(score(t, i.reference)["correct"] for t, i in zip(greedy, items)) / len(items),
+            "greedy accuracy, demonstration's first token forced":
+                sum(score(t, i.reference)["correct"] for t, i in zip(forced, items)) / len(items)}
 
 
 @dataclass
@@ -217,7 +272,11 @@ class Preflight:
         is nothing to distil); at least MIN_ANSWER_COVERAGE of rollouts must reach an answer position (else the
         signal has nowhere to land); and if at fewer than MIN_ON_PATH of the answer positions the student sampled the
         teacher's token, answers of several tokens will be learned slowly on-policy (each token is taught only after
-        the student samples the one before), which mixture rollouts (TrainConfig.guided_fraction) address."""
+        the student samples the one before), which mixture rollouts (TrainConfig.guided_fraction) address. Between
+        the first two: when the demonstrations share their opening (at least FIXED_OPENING of them open with the same
+        token: a format) and the best teacher context's greedy answers open that way for fewer than MIN_OPENING of
+        the prompts, the student will learn the teacher's opening instead of the format's (measured on the
+        extraction task: README, "The skill search")."""
         metric = self.primary_metric
         student = self.table.loc[STUDENT, metric]
         ceiling = self.table.loc[self.best_context, metric]
@@ -229,6 +288,15 @@ class Preflight:
             return (f"UNLIKELY: the demonstration-conditioned teacher is barely better than the student ({numbers}); "
                     f"SDFT has little to distil here: try another teacher template or context, a larger model, or "
                     f"SFT.")
+        fixed = self.signal.get("demonstrations opening with the same token", 0.0)
+        if fixed >= FIXED_OPENING and "opens like the demonstration" in self.table:
+            opening = self.table.loc[self.best_context, "opens like the demonstration"]
+            if opening < MIN_OPENING:
+                return (f"WRONG OPENING: the teacher knows more ({numbers}), but {100 * fixed:.0f}% of the "
+                        f"demonstrations open with the same token and the teacher's answers open that way for only "
+                        f"{100 * opening:.0f}% of the prompts: the student learns the teacher's opening, not the "
+                        f"format's; try a teacher template that asks for the format (teacher_template "
+                        f"'same_format'), or SFT.")
         if coverage < MIN_ANSWER_COVERAGE:
             return (f"WEAK SIGNAL: the teacher knows more, but the student's rollouts rarely reach the point where "
                     f"it would state the answer ({numbers}); lower the rollout temperature or lengthen rollouts.")
@@ -267,6 +335,9 @@ def run_preflight(model, tokenizer, task, template: str = "paper", contexts: lis
         # Long answers under a teacher context are a template's artefacts (text besides the answer), which the
         # student would learn and which crowd the answer out of its token budget.
         row["answer tokens"] = sum(len(encode(tokenizer, text)) for text in answers[context]) / len(examples)
+        # The student learns how the teacher opens; for a format (a JSON object, a call) the opening decides it.
+        row["opens like the demonstration"] = sum(opens_alike(tokenizer, text, ids) for text, ids in
+                                                  zip(answers[context], demonstrations)) / len(examples)
         logp = completion_logprobs(model, prompts, demonstrations, tokenizer.pad_token_id, batch_size)
         row["demonstration log-prob per token"] = float(torch.cat(logp).mean())
         rows[context] = row
@@ -276,8 +347,10 @@ def run_preflight(model, tokenizer, task, template: str = "paper", contexts: lis
     best = max(contexts, key=lambda c: (table.loc[c, primary], table.loc[c, "demonstration log-prob per token"]))
     signal = rollout_signal(model, tokenizer, examples, [i.reference for i in items], best, template,
                             rollouts_per_prompt, temperature, max_new_tokens, seed, batch_size, divergence)
-    return Preflight(table, signal.summary(), best, primary, {"tokens": signal.tokens, "answers": answers,
-                                                              "examples": [e.id for e in examples]})
+    summary = {**signal.summary(), "demonstrations opening with the same token": fixed_opening_share(
+        tokenizer, demonstrations)}
+    return Preflight(table, summary, best, primary, {"tokens": signal.tokens, "answers": answers,
+                                                     "examples": [e.id for e in examples]})
 
 
 def plot_preflight(result: Preflight, title: str = ""):
@@ -286,7 +359,7 @@ def plot_preflight(result: Preflight, title: str = ""):
     table = result.table
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     labels = [label.replace("_and_", " + ").replace("student (question only)", "student") for label in table.index]
-    metrics = [c for c in table.columns if c != "demonstration log-prob per token"]
+    metrics = [c for c in table.columns if c not in ("demonstration log-prob per token", "answer tokens")]  # shares
     width = 0.8 / len(metrics)
     for k, metric in enumerate(metrics):
         axes[0].bar([i + k * width for i in range(len(table))], 100 * table[metric], width, label=metric)
