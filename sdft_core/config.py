@@ -77,7 +77,8 @@ class TrainConfig:
     teacher_template: str = "paper"
     """How the teacher's user turn puts question and demonstration together: a name in prompts.TEACHER_TEMPLATES
     ("paper": §3 verbatim, the default; "own_words": without "including the thinking process"; "same_facts": says
-    the example is correct and asks for the same facts) or a format string with {question} and {demonstration}.
+    the example is correct and asks for the same facts; "same_format": asks for the demonstration's format, for
+    skills whose answer is a format) or a format string with {question} and {demonstration}.
     The pre-flight diagnostic (sdft_core/eval/preflight.py) measures how good a teacher each one makes for a model."""
     max_prompt_tokens: int = 512
     """Longest student prompt; a longer one is an error naming the example (student prompts are never cut)."""

@@ -152,9 +152,10 @@ def opening_token(model, tokenizer, items, score, max_new_tokens: int, context: 
     right. For a new output format (a JSON object, a tool call) the first token decides the rest: a model can give the
     demonstration's tokens a high probability once the answer has begun (`answer_logprobs`) and still open greedily
     with prose. Returns, over `items` (evaluation items with a demonstration), under `context` (STUDENT or a teacher
-    context): how often the greedy first token is the demonstration's; the mean probability of the demonstration's
-    first token and of its later tokens (each given the demonstration's own prefix); the most common greedy openings;
-    and the greedy accuracy (the task's `score`) with the demonstration's first token forced, beside the plain one."""
+    context): how often the greedy answer opens as the demonstration does (`opens_alike`); the mean probability of the
+    demonstration's first token and of its later tokens (each given the demonstration's own prefix); the most common
+    greedy openings; and the greedy accuracy (the task's `score`) with the demonstration's first token forced, beside
+    the plain one."""
     items = [item for item in items if item.demonstration]
     if not items:
         raise ValueError("opening_token needs items with a demonstration (a correct answer)")
