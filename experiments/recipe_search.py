@@ -123,7 +123,8 @@ SKILL_CANDIDATES: dict[str, dict] = {
     "skill_lr3e-4_4ep": SKILL_OPTIMISATION,
     "skill_same_format_lr3e-4_4ep": {**SKILL_OPTIMISATION, "teacher_template": "same_format"},
 }
-SKILL_CONTROLS: dict[str, dict] = {"sft_control": {**TINY_SIZES.skill_runs["sft"], "learning_rate": 1e-4}}
+SKILL_CONTROLS: dict[str, dict] = {"sft_control": {**TINY_SIZES.skill_runs["sft"],
+                                                   "learning_rate": TINY_SIZES.learning_rates[0]}}
 
 # Reference points trained and scored like the candidates, never promoted. SFT at the demo's setting (every rung)
 # tells whether a rung is long enough for anything to learn.
@@ -171,14 +172,15 @@ def run_candidate(results_dir: Path, name: str, overrides: dict, rung: int, task
     model_dir = results_dir / "runs" / run / "model"
     result = evaluate_model(str(model_dir), task, ["val"], [], str(results_dir / "eval" / f"{run}.json"))
     summary = read_json(results_dir / "runs" / run / "summary.json")
-    likelihood = cached_logprobs(results_dir / "eval" / f"{run}_answer_logprob.json", str(model_dir), task,
-                                 lambda model, tokenizer: answer_logprobs(model, tokenizer, task.eval_splits["val"]))
+    likelihood = cached_measure(results_dir / "eval" / f"{run}_answer_logprob.json", str(model_dir), task,
+                                lambda model, tokenizer: answer_logprobs(model, tokenizer, task.eval_splits["val"]))
     scores = result["val"]
     openings = {}
     if opening:
-        measured = cached_logprobs(results_dir / "eval" / f"{run}_opening.json", str(model_dir), task,
-                                   lambda model, tokenizer: opening_token(model, tokenizer, task.eval_splits["val"],
-                                                                          task.score, config.max_new_tokens))
+        measured = cached_measure(results_dir / "eval" / f"{run}_opening.json", str(model_dir), task,
+                                  lambda model, tokenizer: opening_token(model, tokenizer, task.eval_splits["val"],
+                                                                         task.score, config.max_new_tokens),
+                                  tag="opening")
         openings = {f"val_{key}": measured[key] for key in OPENING_COLUMNS}
     return {"candidate": name, "rung": rung, "train_questions": len(task.train), "val_questions": scores["n"],
             "val_strict": scores.get("strict", scores["correct"]),
@@ -201,14 +203,16 @@ def reference_openings(results_dir: Path, rung: int, task: Task, templates: list
                                                                 "demonstration", template) for template in templates]
 
     def measure(model, tokenizer) -> dict:
-        return {"rows": [{"rung": rung, "model": f"base, {label}",
-                          **{key: value for key, value in opening_token(
-                              model, tokenizer, task.eval_splits["val"], task.score, task.max_new_tokens,
-                              context=context, template=template).items() if key in OPENING_COLUMNS + (
-                              "greedy accuracy",)}} for label, context, template in roles]}
+        rows = []
+        for label, context, template in roles:
+            measured = opening_token(model, tokenizer, task.eval_splits["val"], task.score, task.max_new_tokens,
+                                     context=context, template=template)
+            rows.append({"rung": rung, "model": f"base, {label}",
+                         **{key: measured[key] for key in ("greedy accuracy", *OPENING_COLUMNS)}})
+        return {"rows": rows}
 
     key_path = results_dir / "eval" / f"r{rung}_base_reference_opening_{fingerprint(templates)}.json"
-    return cached_logprobs(key_path, model_name, task, measure)["rows"]
+    return cached_measure(key_path, model_name, task, measure, tag="opening")["rows"]
 
 
 def tie_break(row: dict) -> float:
@@ -217,11 +221,11 @@ def tie_break(row: dict) -> float:
     return row["val_answer_logprob"] if math.isnan(row["val_fact_logprob"]) else row["val_fact_logprob"]
 
 
-def cached_logprobs(path: Path, model_path: str, task: Task, measure) -> dict:
+def cached_measure(path: Path, model_path: str, task: Task, measure, tag: str = "answer log-prob") -> dict:
     """measure(model, tokenizer) on the model at model_path, cached at path under the fingerprint of its weights and
-    of the validation questions."""
+    of the validation questions (`tag` names the measurement in the skip message)."""
     key = fingerprint(weights_fingerprint(model_path), [i.id for i in task.eval_splits["val"]])
-    if (cached := up_to_date(str(path), key, "answer log-prob")) is None:
+    if (cached := up_to_date(str(path), key, tag)) is None:
         cached = {"fingerprint": key, **measure(load_model(model_path).eval(), load_tokenizer(model_path))}
         write_json(path, cached)
     return cached
@@ -240,7 +244,7 @@ def reference_logprobs(results_dir: Path, rung: int, task: Task) -> list[dict]:
                           **answer_logprobs(model, tokenizer, task.eval_splits["val"], context=context,
                                             template=recipe.teacher_template)} for label, context in roles]}
 
-    return cached_logprobs(results_dir / "eval" / f"r{rung}_base_reference_logprob.json", recipe.model, task,
+    return cached_measure(results_dir / "eval" / f"r{rung}_base_reference_logprob.json", recipe.model, task,
                            measure)["rows"]
 
 

@@ -130,10 +130,15 @@ def answer_logprobs(model, tokenizer, items, batch_size: int = 8, context: str =
             "items": len(items)}
 
 
-def opens_alike(tokenizer, text: str, demonstration_ids: list[int]) -> bool:
+def first_token_text(tokenizer, text: str) -> str:
+    return tokenizer.decode(encode(tokenizer, text)[:1]).strip()
+
+
+def opens_alike(tokenizer, text: str, demonstration_ids: list[int], first: str | None = None) -> bool:
     """Whether `text` opens as the demonstration does: its first token and the demonstration's first token are the
-    same text, or one is a prefix of the other ('{"' and '{' both open a JSON object)."""
-    mine = tokenizer.decode(encode(tokenizer, text)[:1]).strip()
+    same text, or one is a prefix of the other ('{"' and '{' both open a JSON object). `first`: the text's first
+    token, where the caller has it already (`first_token_text`)."""
+    mine = first_token_text(tokenizer, text) if first is None else first
     theirs = tokenizer.decode(demonstration_ids[:1]).strip()
     return bool(mine) and (mine.startswith(theirs) or theirs.startswith(mine))
 
@@ -170,8 +175,8 @@ def opening_token(model, tokenizer, items, score, max_new_tokens: int, context: 
         for row, index in enumerate(indices):
             rest = batch.completion_ids[row][batch.completion_mask[row].bool()].tolist()
             forced[index] = tokenizer.decode(answers[index][:1] + rest, skip_special_tokens=True).strip()
-    first_greedy = [tokenizer.decode(encode(tokenizer, text)[:1]).strip() for text in greedy]
-    same = [opens_alike(tokenizer, text, ids) for text, ids in zip(greedy, answers)]
+    first_greedy = [first_token_text(tokenizer, text) for text in greedy]
+    same = [opens_alike(tokenizer, text, ids, first) for text, ids, first in zip(greedy, answers, first_greedy)]
     later = torch.cat([row[1:] for row in logp])
     common = pd.Series(first_greedy).value_counts().head(3)
     return {"context": context, "items": len(items),
