@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from experiments.layout import model_dir, seeded, sequential_eval, sequential_run
 from sdft_core.config import REINVOCATION, TrainConfig
 from sdft_core.model import BASE
-from sdft_core.prompts import TEACHER_TEMPLATES
+from sdft_core.prompts import KNOWLEDGE_TEMPLATES
 
 
 @dataclass
@@ -282,7 +282,7 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
                                  **sizes.preflight_after_training))
     # The teacher ceiling under each named template (why the recipe's template was a search candidate): accuracy and
     # the length of the teacher's answers, whose artefacts the student would learn.
-    for template in (t for t in TEACHER_TEMPLATES if t != "same_format"):  # same_format is for format skills
+    for template in KNOWLEDGE_TEMPLATES:
         figures.append(preflight(plan, "knowledge", {**recipe, "teacher_template": template},
                                  f"preflight_knowledge_template_{template}",
                                  contexts=[recipe.get("teacher_context", "demonstration")], **sizes.preflight_templates))

@@ -45,6 +45,8 @@ TEACHER_TEMPLATES = {
                     "{demonstration}\n"
                     "Now answer with a response of your own, in the same format:"),
 }
+# The templates for tasks whose answer is facts (the knowledge pre-flight compares these); same_format is for skills.
+KNOWLEDGE_TEMPLATES = ("paper", "own_words", "same_facts")
 
 
 def resolve_template(template: str) -> str:

@@ -1,6 +1,8 @@
 import gzip
 import json
+import math
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from sdft_core.eval.offline_humaneval import (STOP_SEQUENCES, complete_code, fir
 from sdft_core.eval.offline_ifeval import install_offline_punkt, load_ifeval_prompts, score_ifeval
 from sdft_core.eval.offline_mmlu import load_mmlu, run_mmlu, subsample_mmlu
 from sdft_core.eval.prior_capabilities import (PAPER_TASKS, compare_models, evaluate_prior_capabilities, item_scores,
-                                          paper_benchmark_result, prior_capabilities_table)
+                                          paired_differences_table, paper_benchmark_result, prior_capabilities_table)
 from sdft_core.eval.sandbox import run_python
 
 
@@ -207,6 +209,27 @@ def test_offline_suite_end_to_end_caches_and_compares(tiny_model_dir, tmp_path, 
     table = prior_capabilities_table({"base": result, "seeds": [result, result]})
     assert list(table.columns) == ["Humaneval", "IFeval", "MMLU", "Avg."]
     assert table.loc["seeds", "MMLU"].endswith("± 0.0")
+
+
+def _result(ifeval: list[list[int]], mmlu: list[float]) -> dict:
+    return {"benchmarks": {"ifeval": {"items": [{"id": f"p{i}", "score": s} for i, s in enumerate(ifeval)]},
+                           "mmlu": {"items": [{"id": f"q{i}", "score": s} for i, s in enumerate(mmlu)]}}}
+
+
+def test_paired_differences_match_a_hand_computation():
+    # IFEval: 5 instructions in 3 prompts (one item each); the model loses 3 the base kept and gains none.
+    base = _result(ifeval=[[1, 1], [1, 0], [1]], mmlu=[0.0, 1.0, 0.5, 1.0])
+    model = _result(ifeval=[[0, 1], [0, 0], [0]], mmlu=[1.0, 1.0, 0.5, 0.0])
+    table = paired_differences_table(base, {"tuned": model})
+    ifeval, mmlu = table.loc[("tuned", "IFeval")], table.loc[("tuned", "MMLU")]
+    assert ifeval["items"] == 5 and ifeval["reference (%)"] == 80.0 and ifeval["model (%)"] == 20.0
+    assert ifeval["difference (points)"] == -60.0
+    differences = [-1.0, 0.0, -1.0, 0.0, -1.0]  # per-item model − base, by brute force
+    half = 2.7764451051977987 * statistics.stdev(differences) / 5 ** 0.5  # t(0.975, 4 df), from a t table
+    assert ifeval["95% CI"] == f"[{100 * (-0.6 - half):.1f}, {100 * (-0.6 + half):.1f}]"
+    assert ifeval["McNemar p"] == 0.25  # exact two-sided: 3 discordant pairs all one way, 2 · 0.5³
+    assert mmlu["difference (points)"] == 0.0 and math.isnan(mmlu["McNemar p"])  # 0.5 is not a binary score
+    assert paired_differences_table(base, {}).empty
 
 
 # --- The paper suite: task and metric mapping (no network) ----------------------------------------------------------

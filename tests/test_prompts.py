@@ -1,8 +1,9 @@
 import pytest
 
 from sdft_core.data import Example
-from sdft_core.prompts import (PAPER_TEACHER_TEMPLATE, TruncationCounter, chat_prompt, encode, resolve_template,
-                               student_prompt_ids, teacher_message, teacher_prompt_ids)
+from sdft_core.prompts import (KNOWLEDGE_TEMPLATES, PAPER_TEACHER_TEMPLATE, TEACHER_TEMPLATES, TruncationCounter,
+                               chat_prompt, encode, resolve_template, student_prompt_ids, teacher_message,
+                               teacher_prompt_ids)
 
 EXAMPLE = Example("q1", "What is the capital of Velmora?", "The capital of Velmora is Kessrin.", "Velmora is a "
                   "small country. " * 40)
@@ -65,6 +66,8 @@ def test_teacher_templates_by_name_or_format_string():
     own = teacher_message(EXAMPLE, template="own_words")
     assert own.endswith("Now answer with a response of your own:") and "thinking process" not in own
     assert EXAMPLE.demonstration in teacher_message(EXAMPLE, template="same_facts")
+    # Every named template but the format skills' own is a knowledge template (the knowledge pre-flight loops on them).
+    assert set(KNOWLEDGE_TEMPLATES) == set(TEACHER_TEMPLATES) - {"same_format"}
     custom = teacher_message(EXAMPLE, "context_and_demonstration", "Q: {question}\nA: {demonstration}\nAgain:")
     assert custom == EXAMPLE.context + "\n\n" + f"Q: {EXAMPLE.prompt}\nA: {EXAMPLE.demonstration}\nAgain:"
     # The source-text-only context has no demonstration, so no template.

@@ -324,6 +324,30 @@ def prior_capabilities_table(results: Mapping[str, Mapping | list[Mapping]], con
     return table
 
 
+def paired_differences_table(reference: Mapping, results: Mapping[str, Mapping], confidence: float = 0.95,
+                             digits: int = 1) -> pd.DataFrame:
+    """Table 5 as paired differences to a reference model (the base), one row per (model, benchmark): the share of
+    items each solves (%), the per-item difference model − reference in points with its Student-t interval over
+    items, and McNemar's exact p (NaN for non-binary scores). The offline suite has a few dozen items per benchmark,
+    so two unpaired averages cannot tell a loss from noise; the same items scored twice can. One result per model:
+    pass seeds as separate labels."""
+    rows = []
+    for label, result in results.items():
+        for benchmark, comparison in compare_models(reference, result, confidence).items():
+            difference = comparison["difference_b_minus_a"]
+            mcnemar_test = comparison.get("mcnemar")
+            low, high = difference["ci_low"], difference["ci_high"]
+            rows.append({"model": label, "benchmark": DISPLAY_NAMES[benchmark], "items": comparison["n_items"],
+                         "reference (%)": round(100 * comparison["mean_a"], digits),
+                         "model (%)": round(100 * comparison["mean_b"], digits),
+                         "difference (points)": round(100 * difference["mean"], digits),
+                         f"{confidence:.0%} CI": f"[{100 * low:.{digits}f}, {100 * high:.{digits}f}]",
+                         "McNemar p": None if mcnemar_test is None else round(mcnemar_test["p_value"], 3)})
+    columns = ["model", "benchmark", "items", "reference (%)", "model (%)", "difference (points)",
+               f"{confidence:.0%} CI", "McNemar p"]
+    return pd.DataFrame(rows, columns=columns).set_index(["model", "benchmark"])
+
+
 def _cell(values: list[float], confidence: float, digits: int) -> str:
     summary = mean_ci(values, confidence)
     if summary.n == 1:
