@@ -53,12 +53,19 @@ def fingerprint(*values: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _git(*args: str) -> str:
+def _git(*args: str, cwd: Path | None = None) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=cwd or Path(__file__).resolve().parent, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def changed_sources(cwd: Path | None = None) -> list[str]:
+    """Tracked files that differ from the commit, outside results/: what a run writes there (its config, metrics, the
+    pipeline's state) is its output, not a change to what produced it."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results", cwd=cwd)
+    return [line.split(maxsplit=1)[1] for line in status.splitlines()]  # "XY path", X or Y may be blank
 
 
 def machine() -> str:
@@ -76,10 +83,10 @@ def machine() -> str:
 
 
 def provenance(seconds: float | None = None) -> dict:
-    """Which commit ("+changes" when tracked files differ from it), machine and date produced a result, and in how
-    many seconds; stored with every training summary, evaluation and pipeline step."""
+    """Which commit ("+changes" when tracked files outside results/ differ from it), machine and date produced a
+    result, and in how many seconds; stored with every training summary, evaluation and pipeline step."""
     commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
-    if commit != "unknown" and _git("status", "--porcelain", "--untracked-files=no"):
+    if commit != "unknown" and changed_sources():
         commit += "+changes"
     block = {"commit": commit, "machine": machine(),
              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}

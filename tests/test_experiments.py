@@ -2,6 +2,7 @@
 dependency exists and comes first, and shared runs are defined once."""
 
 import os
+import subprocess
 from pathlib import Path
 
 import papermill
@@ -10,6 +11,7 @@ import pytest
 from experiments import pipeline
 from experiments.pipeline import notebook_path, only
 from experiments.plans import DEFAULT_SEEDS, PROFILES, Plan, tiny_plan
+from sdft_core.io import changed_sources
 
 DECLARED: dict[str, set[str]] = {}
 
@@ -157,3 +159,22 @@ def test_skip_upstream_runs_the_named_steps_alone(tmp_path, monkeypatch):
     ran.clear()
     pipeline.run_profile("tiny", tmp_path / "all", targets=["fig7_teacher_context"], seeds=1, log_output=False)
     assert "train_knowledge_context_text" in ran and ran[-1] == "fig7_teacher_context"
+
+
+def test_provenance_counts_changed_sources_but_not_a_runs_own_results(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "src.py").write_text("x = 1\n")
+    (tmp_path / "results" / "metrics.jsonl").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    (tmp_path / "results" / "metrics.jsonl").write_text('{"loss": 1}\n')  # a run writing its output
+    (tmp_path / "untracked.py").write_text("")
+    assert changed_sources(cwd=tmp_path) == []
+    (tmp_path / "src.py").write_text("x = 2\n")
+    assert changed_sources(cwd=tmp_path) == ["src.py"]
+    assert changed_sources(cwd=tmp_path / "results") == ["src.py"]  # from a subfolder: the whole repository
