@@ -97,20 +97,37 @@ def step_fingerprints(steps: list[Step]) -> dict[str, str]:
     return ids
 
 
-def last_run(step_id: str, state_file: Path, executed: Path) -> tuple[str, float | None]:
-    """"done" (the last run had fingerprint `step_id` and its executed notebook is there: a run skips the step),
-    "stale" (it ran with other inputs or code) or "new", and how many seconds the last run took (None if none)."""
+def last_run(step: Step, step_id: str, state_file: Path, executed: Path) -> tuple[str, float | None]:
+    """"done" (the last run had fingerprint `step_id`, its executed notebook and its outputs are there: a run skips
+    the step), "stale" (it ran with other inputs or code, or what it wrote is gone) or "new", and how many seconds
+    the last run took (None if none)."""
     if not state_file.exists():
         return "new", None
     state = read_json(state_file)
-    return ("done" if state["fingerprint"] == step_id and executed.exists() else "stale"), state["seconds"]
+    done = (state["fingerprint"] == step_id and executed.exists()
+            and all((REPO / output).exists() for output in step.outputs))
+    return ("done" if done else "stale"), state["seconds"]
 
 
-def step_status(steps: list[Step], state_dir: Path, executed_dir: Path) -> list[tuple[Step, str, float | None]]:
-    """Each step with its `last_run` status and seconds."""
-    ids = step_fingerprints(steps)
-    return [(step, *last_run(ids[step.name], state_dir / f"{step.name}.json", executed_dir / f"{step.name}.ipynb"))
-            for step in steps]
+def step_status(steps: list[Step], state_dir: Path, executed_dir: Path,
+                ids: dict[str, str] | None = None) -> list[tuple[Step, str, float | None]]:
+    """Each step with its `last_run` status and seconds, where a step after one that runs runs too ("stale"): a
+    model retrained in a clone, which holds the records of finished steps but not their weights, is not bit-identical
+    to the one that was evaluated, so what reads it is computed again (evaluations are cached by the weights they
+    read: an unchanged model's are served from the cache). ids: the steps' fingerprints, where `steps` leaves out
+    some of the steps they need (default: step_fingerprints(steps))."""
+    ids = ids or step_fingerprints(steps)
+    runs: set[str] = set()
+    status = []
+    for step in steps:
+        state, seconds = last_run(step, ids[step.name], state_dir / f"{step.name}.json",
+                                  executed_dir / f"{step.name}.ipynb")
+        if state == "done" and runs.intersection(step.after):
+            state = "stale"
+        if state != "done":
+            runs.add(step.name)
+        status.append((step, state, seconds))
+    return status
 
 
 def stream_notebook_output() -> None:
@@ -139,14 +156,17 @@ def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output
     ids = step_fingerprints(steps)
     executed_dir.mkdir(parents=True, exist_ok=True)
     steps = [step for step in steps if run_only is None or step.name in run_only]
-    for index, step in enumerate(steps, start=1):
+    status = step_status(steps, state_dir, executed_dir, ids)
+    for index, (step, state, _) in enumerate(status, start=1):
         source = notebook_path(step.notebook)
         state_file = state_dir / f"{step.name}.json"
         output = executed_dir / f"{step.name}.ipynb"
-        if last_run(ids[step.name], state_file, output)[0] == "done":
+        if state == "done":
             print(f"[{index}/{len(steps)}] {step.name}: unchanged since its last run, skipped")
             continue
         print(f"[{index}/{len(steps)}] {step.name}: running {source.relative_to(REPO)}", flush=True)
+        # Its record goes until it finishes: a step that fails or is killed, after a dependency ran, runs again.
+        state_file.unlink(missing_ok=True)
         started, wall_clock = time.perf_counter(), time.time()
         try:
             papermill.execute_notebook(

@@ -35,6 +35,10 @@ class Step:
     notebook: str
     parameters: dict = field(default_factory=dict)
     after: tuple[str, ...] = ()
+    # What the step writes that is not committed (a training run's model folder, relative to the repository): a
+    # clone has the step's record but not these, so the step runs again when one is missing, and so do the steps
+    # after it (the pipeline's `run_plan`).
+    outputs: tuple[str, ...] = ()
 
 
 # Where every training run of the plans starts, over TrainConfig's defaults: the settings the tiny profile's runs were
@@ -73,8 +77,9 @@ class Plan:
         self.seeds = tuple(seeds)
         self.steps: dict[str, Step] = {}
 
-    def add(self, name: str, notebook: str, parameters: dict, after: tuple[str, ...] = ()) -> str:
-        step = Step(name, notebook, {"results_dir": self.results_dir, **parameters}, tuple(after))
+    def add(self, name: str, notebook: str, parameters: dict, after: tuple[str, ...] = (),
+            outputs: tuple[str, ...] = ()) -> str:
+        step = Step(name, notebook, {"results_dir": self.results_dir, **parameters}, tuple(after), tuple(outputs))
         if name in self.steps and self.steps[name] != step:
             raise ValueError(f"step {name!r} is defined twice with different parameters")
         self.steps[name] = step
@@ -100,7 +105,8 @@ class Plan:
             config = {**PLAN_TRAINING, **{k: v for k, v in parameters.items() if k in fields}, **origin, "seed": seed}
             steps.append(self.add(f"train_{name}", "train",
                                   {"task": task, "run_name": name, "config": config, **notebook},
-                                  after + ((f"train_{seeded(start_from, seed)}",) if start_from else ())))
+                                  after + ((f"train_{seeded(start_from, seed)}",) if start_from else ()),
+                                  (self.model_dir(name),) if config.get("save_model", TrainConfig.save_model) else ()))
         return steps
 
     def over_seeds(self, name: str) -> list[str]:

@@ -213,21 +213,23 @@ def plot_pareto(frame: pd.DataFrame, title: str, path_stem: str | Path):
 
 def pass_at_k_table(results_dir: str | Path, rows: dict[str, Names]) -> pd.DataFrame:
     """Paper Fig. 5 (right): pass@k (%) per label (label → passk/<name>.json, or one per seed: the mean over
-    seeds), one column per k."""
+    seeds, with a column "<k> ± 95% CI" after each k), one column per k."""
     table = {}
     for label, names in rows.items():
-        curves = [read_json(result_path(results_dir, "passk", name))["pass_at_k"] for name in as_list(names)]
-        table[label] = {int(k): 100 * sum(curve[k] for curve in curves) / len(curves) for k in curves[0]}
-    frame = pd.DataFrame.from_dict(table, orient="index").sort_index(axis=1)
-    frame.index.name = "model"
-    return frame
+        ks = sorted(read_json(result_path(results_dir, "passk", as_list(names)[0]))["pass_at_k"], key=int)
+        table[label] = {k: over_seeds(results_dir, names, lambda result, k=k: 100 * result["pass_at_k"][k], "passk")
+                        for k in ks}
+    return seed_table(table)
 
 
 def plot_pass_at_k(frame: pd.DataFrame, title: str, path_stem: str | Path):
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(5, 3.5))
+    ks = [k for k in frame.columns if not k.endswith(CI)]
     for label, row in frame.iterrows():
-        ax.plot(row.index, row.values, marker="o", label=label)
+        intervals = [row.get(k + CI, float("nan")) for k in ks]
+        ax.errorbar([int(k) for k in ks], row[ks].values.astype(float), yerr=intervals, marker="o", capsize=3,
+                    label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k (%)")

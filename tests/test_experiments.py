@@ -116,6 +116,60 @@ def test_status_tells_up_to_date_from_stale_and_new_and_a_change_upstream_makes_
     assert changed_ids[steps[1].name] != ids[steps[1].name] and changed_ids[steps[3].name] != ids[steps[3].name]
 
 
+def test_a_clone_without_the_weights_retrains_and_recomputes_what_reads_them_and_a_failed_step_runs_again(
+        tmp_path, monkeypatch):
+    """Model folders are not committed: in a clone the records of finished steps are there but the weights are not.
+    The training step runs again, and so does every step after it (a model retrained elsewhere is not bit-identical,
+    so its evaluation must not be the committed one); with the weights there, nothing runs."""
+    from sdft_core.io import write_json
+    from experiments.pipeline import run_steps, step_fingerprints, step_status
+
+    steps = PROFILES["demo"](str(tmp_path))
+    state_dir, executed_dir = tmp_path / "_state", tmp_path / "notebooks"
+    trained = {step.name: Path(step.outputs[0]) for step in steps if step.notebook == "train"}
+    assert set(trained) == {"train_knowledge_sft", "train_knowledge_sdft"}
+    assert all(step.outputs == () for step in steps if step.notebook != "train")
+    executed_dir.mkdir()
+    for step, fingerprint_of_last_run in step_fingerprints(steps).items():
+        write_json(state_dir / f"{step}.json", {"fingerprint": fingerprint_of_last_run, "seconds": 60})
+        (executed_dir / f"{step}.ipynb").write_text("{}")
+    for folder in trained.values():
+        folder.mkdir(parents=True)
+
+    def states():
+        return {step.name: state for step, state, _ in step_status(steps, state_dir, executed_dir)}
+
+    assert set(states().values()) == {"done"}
+    trained["train_knowledge_sdft"].rmdir()  # a clone: the record is there, the weights are not
+    expected = ["train_knowledge_sdft", "eval_knowledge_sdft", "knowledge_report"]
+    assert [name for name, state in states().items() if state != "done"] == expected
+
+    ran, failing = [], {"eval_knowledge_sdft"}
+
+    def execute(source, output, parameters, **options):
+        name = Path(output).stem
+        ran.append(name)
+        Path(output).write_text("{}")
+        if name in failing:
+            raise papermill.PapermillExecutionError(0, 3, "", "RuntimeError", "killed", [])
+        if name in trained:
+            trained[name].mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(pipeline, "write_provenance", lambda state_dir: None)
+    with pytest.raises(SystemExit, match="eval_knowledge_sdft"):
+        run_steps(steps, state_dir, executed_dir, log_output=False)
+    assert ran == expected[:2]
+    # The retrained model is there now, but the evaluation that failed after it has no record: it runs again.
+    assert [name for name, state in states().items() if state != "done"] == expected[1:]
+    ran.clear(), failing.clear()
+    run_steps(steps, state_dir, executed_dir, log_output=False)
+    assert ran == expected[1:]
+    ran.clear()
+    run_steps(steps, state_dir, executed_dir, log_output=False)
+    assert ran == []
+
+
 def test_the_end_of_a_run_prints_the_tables_it_wrote_and_only_those(tmp_path, capsys):
     import time
 

@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from experiments.report import CI, comparison_table, knowledge_table, pareto_table, pass_at_k_table, sequential_table
+from experiments.report import (CI, comparison_table, knowledge_table, pareto_table, pass_at_k_table, plot_pass_at_k,
+                                sequential_table)
 from sdft_core.io import write_json
 
 
@@ -49,8 +50,14 @@ def test_pareto_and_pass_at_k_average_over_seeds(tmp_path):
     points = pareto_table(tmp_path, {"sdft": {"method": "sdft", "eval": ["r", "r_seed1"], "prior": ["r", "r_seed1"]}})
     assert points.loc["sdft", "new task"] == pytest.approx(60.0)
     assert points.loc["sdft", "prior capabilities (avg)"] == pytest.approx(35.0)
-    curve = pass_at_k_table(tmp_path, {"sdft": ["r", "r_seed1"]})
-    assert list(curve.loc["sdft"]) == pytest.approx([60.0, 70.0])
+    curve = pass_at_k_table(tmp_path, {"sdft": ["r", "r_seed1"], "base": "r"})
+    assert list(curve.columns) == ["1", "1" + CI, "2", "2" + CI]
+    assert list(curve.loc["sdft", ["1", "2"]]) == pytest.approx([60.0, 70.0])
+    # Two seeds 20 points apart: sample sd 14.14, Student t(0.975, 1 df) = 12.706, half-width 12.706 · 14.14 / √2.
+    assert curve.loc["sdft", "1" + CI] == pytest.approx(12.7062 * 10.0, rel=1e-4)
+    assert curve.loc["base", "1"] == pytest.approx(50.0) and math.isnan(curve.loc["base", "1" + CI])
+    plot_pass_at_k(curve, "pass@k", tmp_path / "curve")
+    assert (tmp_path / "curve.png").exists()
 
 
 def test_sequential_table_reads_every_seed_and_normalises_the_means(tmp_path):
