@@ -37,7 +37,7 @@ class Step:
     after: tuple[str, ...] = ()
     # What the step writes that is not committed (a training run's model folder, relative to the repository): a
     # clone has the step's record but not these, so the step runs again when one is missing, and so do the steps
-    # after it (the pipeline's `run_plan`).
+    # after it (pipeline.step_status).
     outputs: tuple[str, ...] = ()
 
 

@@ -162,7 +162,8 @@ def test_a_clone_without_the_weights_retrains_and_recomputes_what_reads_them_and
     assert ran == expected[:2]
     # The retrained model is there now, but the evaluation that failed after it has no record: it runs again.
     assert [name for name, state in states().items() if state != "done"] == expected[1:]
-    ran.clear(), failing.clear()
+    ran.clear()
+    failing.clear()
     run_steps(steps, state_dir, executed_dir, log_output=False)
     assert ran == expected[1:]
     ran.clear()
