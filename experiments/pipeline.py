@@ -146,6 +146,18 @@ def stream_notebook_output() -> None:
         os.environ["PYTHONWARNINGS"] = f"{warnings},{QUIET_WARNINGS}" if warnings else QUIET_WARNINGS
 
 
+def check_skipped_outputs(steps: list[Step], run_only: set[str]) -> None:
+    """Before any work: a step run alone (--skip-upstream) needs what its skipped dependencies write (a model folder);
+    a missing one ends the command, naming it and the step that writes it."""
+    writes = {step.name: step.outputs for step in steps}
+    missing = [f"{step.name} needs {output}, written by {before}" for step in steps if step.name in run_only
+               for before in step.after if before not in run_only
+               for output in writes[before] if not (REPO / output).exists()]
+    if missing:
+        raise SystemExit("--skip-upstream: " + "; ".join(missing) + ". Name those steps in --only too, or drop "
+                         "--skip-upstream to run what the targets need.")
+
+
 def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output: bool = True,
               run_only: set[str] | None = None) -> dict[str, str]:
     """Run `steps` in order, skipping those unchanged since their last run; run_only: run these alone (the others
@@ -154,6 +166,8 @@ def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output
     if log_output:
         stream_notebook_output()
     ids = step_fingerprints(steps)
+    if run_only is not None:
+        check_skipped_outputs(steps, run_only)
     executed_dir.mkdir(parents=True, exist_ok=True)
     steps = [step for step in steps if run_only is None or step.name in run_only]
     status = step_status(steps, state_dir, executed_dir, ids)

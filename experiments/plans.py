@@ -381,9 +381,13 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
             ("SFT", sft_run), ("SFT on teacher samples", f"{skill}_sft_teacher_samples"),
             ("offline distillation", f"{skill}_offline_distill"), ("SDFT (on-policy)", sdft_run))},
         "correct", {})
+    # Both offline methods of a seed train on the same teacher samples; scoring them says what they could learn.
+    teacher_samples = {"fig6_offline_distillation": {
+        "teacher_sample_rows": {"teacher samples": plan.over_seeds(f"{skill}_sft_teacher_samples")}, "task": skill}}
     for figure, (title, rows, metric, paper) in comparisons.items():
         figures.append(plan.add(figure, "compare_runs", {"title": title, "figure_name": figure, "rows": rows,
-                                                         "split": "test", "metric": metric, "paper": paper},
+                                                         "split": "test", "metric": metric, "paper": paper,
+                                                         **teacher_samples.get(figure, {})},
                                 evaluations_done(*rows.values())))
 
     # Fig. 2 (right): KL to the base policy of the SFT model vs the demonstration-conditioned teacher (seed 0's

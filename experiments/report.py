@@ -14,7 +14,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from experiments.layout import result_path, seeded, sequential_eval
+from experiments.layout import result_path, run_dir, seeded, sequential_eval
+from sdft_core.data import Task
+from sdft_core.eval.evaluate import score_items
 from sdft_core.eval.stats import MeanCI, mean_ci
 from sdft_core.io import read_json, save_figure, write_text
 
@@ -119,6 +121,31 @@ def comparison_table(results_dir: str | Path, rows: dict[str, Names], split: str
         if paper:
             table[label]["paper"] = paper.get(label, float("nan"))
     return seed_table(table)
+
+
+def teacher_samples_table(results_dir: str | Path, rows: dict[str, Names], task: Task) -> pd.DataFrame:
+    """Fig. 6's diagnostic: the teacher samples an offline method trains on (runs/<run>/teacher_samples.json, one per
+    training prompt), scored as answers to those prompts (task.eval_splits["train"]), in %, mean ± 95% CI over the
+    runs of a label (one per seed); "ran to the token budget": samples as long as the run's max_new_tokens. SFT on
+    teacher samples learns what they hold: where they miss the format, no offline use of the teacher can find it."""
+    items = {item.id: item for item in task.eval_splits["train"]}
+    table = {}
+    for label, runs in rows.items():
+        per_run = []
+        for run in as_list(runs):
+            path = run_dir(results_dir, run) / "teacher_samples.json"
+            samples = read_json(path)["samples"]
+            unknown = [sample["id"] for sample in samples if sample["id"] not in items]
+            if unknown:
+                raise ValueError(f"{path}: ids {unknown[:3]} are not training prompts of task {task.name!r}")
+            budget = read_json(run_dir(results_dir, run) / "config.json")["config"]["max_new_tokens"]
+            metrics, _ = score_items([items[sample["id"]] for sample in samples],
+                                     [sample["text"] for sample in samples], task.score)
+            per_run.append({**{key: 100 * value for key, value in metrics.items() if key != "n"},
+                            "ran to the token budget": 100 * sum(len(sample["tokens"]) >= budget for sample in samples)
+                            / len(samples)})
+        table[label] = {column: mean_ci([values[column] for values in per_run]) for column in per_run[0]}
+    return seed_table(table, index_name="samples")
 
 
 def plot_comparison(table: pd.DataFrame, title: str, path_stem: str | Path, metric: str = "correct"):

@@ -20,7 +20,6 @@ results_dir = "results/tiny"
 task = "extraction"
 models = {"base": {"method": "base", "eval": "extraction_base", "prior": "base"}}  # label: method, eval, prior
 # ("eval" and "prior": a name, or a list with one name per training seed: points are means, with 95% CIs)
-suffix = ""  # added to the names of the figure and tables, to draw a subset of the models beside the whole sweep
 
 # %%
 import pandas as pd
@@ -31,15 +30,15 @@ from sdft_core.eval.prior_capabilities import paired_differences_table, prior_ca
 from sdft_core.io import read_json
 
 points = pareto_table(results_dir, models)
-save_table(points, f"{results_dir}/fig4_pareto{suffix}")
-plot_pareto(points, f"Fig. 4: {task} (embedded model)", f"{results_dir}/fig4_pareto{suffix}")
+save_table(points, f"{results_dir}/fig4_pareto")
+plot_pareto(points, f"Fig. 4: {task} (embedded model)", f"{results_dir}/fig4_pareto")
 points
 
 # %%
 breakdown = prior_capabilities_table({label: [read_json(result_path(results_dir, "prior", name))
                                               for name in as_list(spec["prior"])] for label, spec in models.items()})
 breakdown.insert(0, f"New task: {task}", points["new task"].round(1))
-save_table(breakdown, f"{results_dir}/table5_prior_capabilities{suffix}")
+save_table(breakdown, f"{results_dir}/table5_prior_capabilities")
 breakdown
 
 # %%
@@ -47,7 +46,7 @@ reference = read_json(result_path(results_dir, "prior", as_list(models["base"]["
 paired = paired_differences_table(reference, {name: read_json(result_path(results_dir, "prior", name))
                                               for label, spec in models.items() if label != "base"
                                               for name in as_list(spec["prior"])})
-save_table(paired, f"{results_dir}/table5_paired_vs_base{suffix}", digits=3)  # small p-values
+save_table(paired, f"{results_dir}/table5_paired_vs_base", digits=3)  # small p-values
 paired
 
 # %%

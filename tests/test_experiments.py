@@ -216,6 +216,21 @@ def test_skip_upstream_runs_the_named_steps_alone(tmp_path, monkeypatch):
     assert "train_knowledge_context_text" in ran and ran[-1] == "fig7_teacher_context"
 
 
+def test_skip_upstream_refuses_a_step_whose_skipped_dependency_left_no_model(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda source, output, **options: ran.append(Path(output).stem))
+    monkeypatch.setattr(pipeline, "write_provenance", lambda state_dir: None)
+    targets = ["eval_knowledge_sdft", "eval_knowledge_sft"]
+    with pytest.raises(SystemExit, match=r"eval_knowledge_sdft needs .*runs/knowledge_sdft/model, written by "
+                                         r"train_knowledge_sdft"):
+        pipeline.run_profile("tiny", tmp_path, targets=targets, seeds=1, skip_upstream=True, log_output=False)
+    assert ran == []  # refused before any step ran, though eval_knowledge_sft comes first
+    for run in ("knowledge_sdft", "knowledge_sft"):
+        (tmp_path / "runs" / run / "model").mkdir(parents=True)
+    pipeline.run_profile("tiny", tmp_path, targets=targets, seeds=1, skip_upstream=True, log_output=False)
+    assert sorted(ran) == sorted(targets)
+
+
 def test_provenance_counts_changed_sources_but_not_a_runs_own_results(tmp_path):
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,

@@ -40,7 +40,7 @@ def test_every_parameter_is_visible_to_papermill(source):
 FIGURES = ("knowledge_acquisition", "table1_knowledge", "fig2_kl_to_base", "fig3_sequential", "fig4_pareto",
            "fig5_pass_at_k", "fig5_scale", "fig6_offline_distillation", "fig7_teacher_context", "fig8_teacher_kind",
            "appendix_a1_estimators")
-TABLES = FIGURES + ("table2_answer_only", "table5_prior_capabilities")
+TABLES = FIGURES + ("table2_answer_only", "table5_prior_capabilities", "fig6_offline_distillation_teacher_samples")
 
 
 @pytest.mark.slow

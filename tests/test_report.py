@@ -6,8 +6,9 @@ import math
 import pytest
 
 from experiments.report import (CI, comparison_table, knowledge_table, pareto_table, pass_at_k_table, plot_pass_at_k,
-                                sequential_table)
+                                sequential_table, teacher_samples_table)
 from sdft_core.io import write_json
+from tasks.registry import load_task
 
 
 def write_eval(results, name, correct, **extra):
@@ -69,3 +70,33 @@ def test_sequential_table_reads_every_seed_and_normalises_the_means(tmp_path):
     assert frame.loc["sft", "accuracy"] == pytest.approx(30.0)
     assert frame.loc["sdft", "normalized"] == pytest.approx(1.0)
     assert frame.loc["sft", "normalized"] == pytest.approx(30.0 / 70.0)
+
+
+def write_teacher_samples(results, run, samples, max_new_tokens):
+    write_json(results / "runs" / run / "teacher_samples.json",
+               {"run_id": run, "samples": [{"id": i, "text": text, "tokens": [0] * length} for i, text, length in samples]})
+    write_json(results / "runs" / run / "config.json", {"config": {"max_new_tokens": max_new_tokens}})
+
+
+def test_teacher_samples_are_scored_by_the_tasks_scorer_against_their_training_prompts(tmp_path):
+    task = load_task("extraction")
+    first, second, third, fourth = task.eval_splits["train"][:4]
+    wrong_values = first.demonstration.replace(first.reference["city"], "Nowhere")
+    write_teacher_samples(tmp_path, "run", [(first.id, first.demonstration, 2), (second.id, "Sure, here it is", 4),
+                                            (third.id, wrong_values, 4), (fourth.id, fourth.demonstration, 1)], 4)
+    write_teacher_samples(tmp_path, "run_seed1", [(first.id, "To create a solution, we", 4)], 4)
+    table = teacher_samples_table(tmp_path, {"seed 0": "run", "both seeds": ["run", "run_seed1"]}, task)
+    # Seed 0: the two demonstrations are correct; the one with the wrong city is JSON but not correct.
+    assert table.loc["seed 0", "correct"] == pytest.approx(50.0)
+    assert table.loc["seed 0", "valid_json"] == pytest.approx(75.0)
+    assert table.loc["seed 0", "ran to the token budget"] == pytest.approx(50.0)
+    assert table.loc["both seeds", "correct"] == pytest.approx(25.0)
+    assert table.loc["both seeds", "ran to the token budget"] == pytest.approx(75.0)
+    # 50 and 0: sample sd 25·√2, t(0.975, 1) = 12.7062, half-width 12.7062 · 25·√2 / √2
+    assert table.loc["both seeds", "correct" + CI] == pytest.approx(12.7062 * 25, rel=1e-4)
+
+
+def test_a_teacher_sample_of_an_unknown_prompt_names_the_file(tmp_path):
+    write_teacher_samples(tmp_path, "run", [("no-such-id", "{}", 1)], 4)
+    with pytest.raises(ValueError, match=r"runs/run/teacher_samples.json.*no-such-id"):
+        teacher_samples_table(tmp_path, {"x": "run"}, load_task("extraction"))
