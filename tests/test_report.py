@@ -73,17 +73,18 @@ def test_sequential_table_reads_every_seed_and_normalises_the_means(tmp_path):
 
 
 def write_teacher_samples(results, run, samples, max_new_tokens):
-    write_json(results / "runs" / run / "teacher_samples.json",
-               {"run_id": run, "samples": [{"id": i, "text": text, "tokens": [0] * length} for i, text, length in samples]})
+    rows = [{"id": item_id, "text": text, "tokens": [0] * length} for item_id, text, length in samples]
+    write_json(results / "runs" / run / "teacher_samples.json", {"run_id": run, "samples": rows})
     write_json(results / "runs" / run / "config.json", {"config": {"max_new_tokens": max_new_tokens}})
 
 
 def test_teacher_samples_are_scored_by_the_tasks_scorer_against_their_training_prompts(tmp_path):
     task = load_task("extraction")
     first, second, third, fourth = task.eval_splits["train"][:4]
-    wrong_values = first.demonstration.replace(first.reference["city"], "Nowhere")
+    wrong_city = third.demonstration.replace(third.reference["city"], "Nowhere")
+    assert wrong_city != third.demonstration
     write_teacher_samples(tmp_path, "run", [(first.id, first.demonstration, 2), (second.id, "Sure, here it is", 4),
-                                            (third.id, wrong_values, 4), (fourth.id, fourth.demonstration, 1)], 4)
+                                            (third.id, wrong_city, 4), (fourth.id, fourth.demonstration, 1)], 4)
     write_teacher_samples(tmp_path, "run_seed1", [(first.id, "To create a solution, we", 4)], 4)
     table = teacher_samples_table(tmp_path, {"seed 0": "run", "both seeds": ["run", "run_seed1"]}, task)
     # Seed 0: the two demonstrations are correct; the one with the wrong city is JSON but not correct.
