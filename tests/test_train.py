@@ -10,7 +10,7 @@ from sdft_core.config import TrainConfig
 from sdft_core.data import Example
 from sdft_core.forward import completion_hidden, loss_weights
 from sdft_core.rollout import Batch, HFSampler, completion_mask, generate
-from sdft_core.train import TrainingDiverged, data_order, guided_fraction_at, train
+from sdft_core.train import TrainingDiverged, data_order, full_batches, guided_fraction_at, run_id_for, train
 
 EXAMPLES = [Example(f"e{i}", f"Question number {i}?", f"Answer {i}.", f"Context {i}.") for i in range(8)]
 
@@ -242,10 +242,16 @@ def test_sampler_log_probs_agree_with_the_trainer_at_temperature_one(tiny_model_
 
 
 def test_importance_sampling_runs_in_the_loop_and_logs_its_statistics(tmp_path, tiny_model_dir):
-    train(config(tiny_model_dir, importance_sampling=True, temperature=0.7), EXAMPLES[:4], tmp_path / "run",
+    # On-policy at temperature 1 the sampler is the trained model: every ratio is 1 and none is capped ...
+    train(config(tiny_model_dir, importance_sampling=True), EXAMPLES[:4], tmp_path / "on", progress=False)
+    rows = [json.loads(l) for l in (tmp_path / "on" / "metrics.jsonl").open()]
+    assert [r["is_ratio_mean"] for r in rows] == pytest.approx([1.0] * len(rows), abs=1e-4)
+    assert all(r["is_capped_fraction"] == 0 for r in rows)
+    # ... at temperature 0.1 the sampler is far sharper than the trained model: ratios move away from 1.
+    train(config(tiny_model_dir, importance_sampling=True, temperature=0.1), EXAMPLES[:4], tmp_path / "cold",
           progress=False)
-    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").open()]
-    assert all(r["is_ratio_mean"] > 0 and 0 <= r["is_capped_fraction"] <= 1 for r in rows)
+    rows = [json.loads(l) for l in (tmp_path / "cold" / "metrics.jsonl").open()]
+    assert all(abs(r["is_ratio_mean"] - 1.0) > 1e-2 for r in rows)
 
 
 def test_given_fields_win_over_a_preset_and_a_preset_over_the_defaults():
@@ -257,3 +263,58 @@ def test_given_fields_win_over_a_preset_and_a_preset_over_the_defaults():
     assert preset_config(learning_rate=3e-4) == TrainConfig(learning_rate=3e-4)  # no preset: the defaults
     with pytest.raises(ValueError, match="unknown preset"):
         preset_config("paper_as_imagined")
+
+
+def test_a_partial_last_batch_is_filled_from_the_start_of_the_order():
+    assert full_batches([3, 1, 0, 2, 4], 4) == [3, 1, 0, 2, 4, 3, 1, 0]
+    assert full_batches([1, 0], 8) == [1, 0, 1, 0, 1, 0, 1, 0]  # fewer examples than one batch
+    assert full_batches([0, 1, 2, 3], 2) == [0, 1, 2, 3]
+    # Repeated rollouts stay in whole groups (batch_size is a multiple of rollouts_per_prompt).
+    assert full_batches(data_order(3, 1.0, 0, repeats=2), 4)[-2:] == data_order(3, 1.0, 0, repeats=2)[:2]
+
+
+def test_every_step_holds_a_full_batch(tmp_path, tiny_model_dir):
+    # 5 examples at batch 2: the third step used to hold one example (an empty share for a second process).
+    summary = train(config(tiny_model_dir, method="sft"), EXAMPLES[:5], tmp_path / "run", progress=False)
+    assert summary["steps"] == 3 and summary["examples_seen"] == 6
+
+
+def test_mixed_precision_keeps_updates_that_pure_bf16_rounds_away(tmp_path, tiny_model_dir):
+    """One AdamW step at lr 1e-5 (an Adam step is about lr in size, below half the bf16 spacing of a weight of
+    0.01 or more): float32 master weights keep it, bf16 weights lose most of it."""
+    from safetensors.torch import load_file
+
+    initial = {k: v.float() for k, v in load_file(f"{tiny_model_dir}/model.safetensors").items()}
+    changed = {}
+    for dtype in ("bfloat16", "bfloat16_pure"):
+        cfg = config(tiny_model_dir, method="sft", dtype=dtype, learning_rate=1e-5, warmup_steps=0, batch_size=4,
+                     micro_batch_size=4, save_model=True)
+        train(cfg, EXAMPLES[:4], tmp_path / dtype, progress=False)
+        trained = load_file(str(tmp_path / dtype / "model" / "model.safetensors"))
+        # Against the initial weights as this run held them (bf16-rounded for pure bf16).
+        moved = sum((trained[k] != initial[k].to(trained[k].dtype)).sum().item() for k in initial)
+        changed[dtype] = moved / sum(v.numel() for v in initial.values())
+    assert load_file(str(tmp_path / "bfloat16" / "model" / "model.safetensors"))[next(iter(initial))].dtype == \
+        torch.float32
+    assert changed["bfloat16"] > 0.9 and changed["bfloat16_pure"] < 0.5, changed
+
+
+def test_mixed_precision_keeps_adam_state_in_float32(tmp_path, tiny_model_dir):
+    cfg = config(tiny_model_dir, method="sft", dtype="bfloat16", warmup_steps=0)
+    train(cfg, EXAMPLES, tmp_path / "run", stop_after_step=1, progress=False)
+    state = checkpoint_state(tmp_path / "run")
+    assert {v.dtype for v in state["student"].values()} == {torch.float32}
+    assert {s["exp_avg"].dtype for s in state["optimizer"]["state"].values()} == {torch.float32}
+
+
+def test_the_run_id_changes_when_the_training_code_changes(tmp_path, tiny_model_dir, monkeypatch):
+    import sdft_core.train as train_module
+
+    cfg = config(tiny_model_dir, method="sft")
+    before = run_id_for(cfg, EXAMPLES)
+    copy = tmp_path / "sdft_core"
+    shutil.copytree(train_module.TRAINING_SOURCE_DIR, copy)
+    monkeypatch.setattr(train_module, "TRAINING_SOURCE_DIR", copy)
+    assert run_id_for(cfg, EXAMPLES) == before  # the same code, read from elsewhere
+    (copy / "loss.py").write_text((copy / "loss.py").read_text().replace("def ", "def  ", 1))
+    assert run_id_for(cfg, EXAMPLES) != before
