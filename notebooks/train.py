@@ -19,21 +19,21 @@ run_name = "knowledge_sdft"
 preset = ""  # a named preset (sdft_core/config.py PRESETS: "paper_as_written", "paper_as_run"), under `config`
 config = {}  # TrainConfig fields (sdft_core/config.py documents each); those not given keep TrainConfig's defaults
 max_train_examples = 0  # 0 means all
+processes = 1  # 1 trains in this process; N > 1: `accelerate launch` with N processes (one per GPU; experiments/launch.py)
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from experiments.launch import train_step
 from experiments.layout import run_dir
 from sdft_core.config import preset_config
-from sdft_core.train import train
 from tasks.registry import load_task
 
-chosen = load_task(task)
-examples = chosen.train[: max_train_examples or None]
 # The task's generation budget unless `config` sets one; the task's name is recorded with the run.
-train_config = preset_config(preset, **{"max_new_tokens": chosen.max_new_tokens, "extra": {"task": task}, **config})
-summary = train(train_config, examples, run_dir(results_dir, run_name))
+train_config = preset_config(preset, **{"max_new_tokens": load_task(task).max_new_tokens, "extra": {"task": task},
+                                        **config})
+summary = train_step(train_config, task, max_train_examples, run_dir(results_dir, run_name), processes)
 summary
 
 # %%

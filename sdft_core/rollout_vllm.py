@@ -6,7 +6,8 @@ Two modes:
 - "colocate": a vLLM engine inside the training process. The student's weights are pushed into it after every
   optimizer step through vLLM's `reload_weights` (a layerwise reload: each layer goes back to the checkpoint layout,
   takes the new weights through the model's own `load_weights`, and is processed again for its kernels).
-- "server": a separate vLLM server (`trl vllm-serve --model <id>` on other GPUs), reached with TRL's `VLLMClient`;
+- "server": a separate vLLM server (`vllm serve` with NCCL weight transfer, on other GPUs), reached with TRL's
+  `VLLMClient`;
   weights are broadcast to it after every optimizer step through TRL's NCCL communicator.
 
 Both return the sampler's log-probability of every sampled token (vLLM's processed log-probs: after temperature
@@ -26,7 +27,13 @@ What runs where (tests/test_vllm_engine.py runs the real engine, CPU build, on e
   it ("Sleep mode is not supported on current platform"), so it is off on CPU.
 - CPU: the engine runs eager (no torch.compile warm-up); its KV cache takes VLLM_CPU_KVCACHE_SPACE GiB (default 1
   here, set before the engine starts).
-- Server mode needs NCCL (a GPU) for the weight broadcast: not runnable on CPU, and not yet run on a GPU.
+- Server mode cannot run on CPU: TRL 1.16's `VLLMClient.init_communicator` refuses a non-CUDA device ("Weight
+  synchronization runs on vLLM's NCCL weight-transfer engine, which needs a CUDA device"); the server side is
+  `VLLM_SERVER_DEV_MODE=1 vllm serve <model> --weight-transfer-config '{"backend": "nccl"}' --logprobs-mode
+  processed_logprobs`. Its call pattern (a seed per call, copies of a prompt split over calls) is unit-tested with a
+  stand-in client; the server itself is not yet run on a GPU.
+- Several training processes: each has its own engine in vLLM's "external_launcher" mode (ran on 2 CPU processes
+  with gloo: `python -m experiments.pipeline paper_dry_run`).
 """
 
 from __future__ import annotations

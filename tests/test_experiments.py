@@ -1,6 +1,7 @@
 """The profiles' step graphs: every step names an existing notebook with parameters that notebook declares, every
 dependency exists and comes first, and shared runs are defined once."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -10,8 +11,9 @@ import pytest
 
 from experiments import pipeline
 from experiments.pipeline import notebook_path, only
-from experiments.plans import DEFAULT_SEEDS, PROFILES, Plan, tiny_plan
-from sdft_core.io import changed_sources
+from experiments.plans import DEFAULT_SEEDS, PAPER_GPUS, PROFILES, Plan, tiny_plan
+from sdft_core.config import TrainConfig
+from sdft_core.io import changed_sources, read_json
 
 DECLARED: dict[str, set[str]] = {}
 
@@ -77,7 +79,8 @@ def test_every_training_run_is_repeated_per_seed_and_chains_stay_within_a_seed()
 
 def test_a_sweep_selects_with_seed_0_and_repeats_the_chosen_configuration_per_seed():
     steps = {step.name: step for step in PROFILES["paper"]("results/paper")}
-    assert not any("_seed" in name for name in steps if name.startswith("train_"))
+    # Sweep candidates train with seed 0 only (the as-written ablation is one configuration, trained per seed).
+    assert not any("_seed" in name for name in steps if name.startswith("train_") and "as_written" not in name)
     selection = steps["best_paper_tool_use_sdft"]
     assert selection.parameters["seeds"] == [0, 1, 2]
     models = steps["fig4_pareto_paper_tool_use"].parameters["models"]
@@ -248,3 +251,45 @@ def test_provenance_counts_changed_sources_but_not_a_runs_own_results(tmp_path):
     (tmp_path / "src.py").write_text("x = 2\n")
     assert changed_sources(cwd=tmp_path) == ["src.py"]
     assert changed_sources(cwd=tmp_path / "results") == ["src.py"]  # from a subfolder: the whole repository
+
+
+def test_the_paper_profile_trains_sdft_as_run_through_accelerate_with_the_ablation_beside_it():
+    steps = {step.name: step for step in PROFILES["paper"]("results/paper")}
+    trainings = [step for step in steps.values() if step.notebook == "train"]
+    assert {step.parameters["processes"] for step in trainings} == {PAPER_GPUS}
+    for step in trainings:  # every batch of the sweep splits into whole micro-batches over the processes
+        config = TrainConfig(**step.parameters["config"])
+        assert config.sharding == "fsdp" and config.dtype == "bfloat16"
+        assert config.batch_size % (PAPER_GPUS * config.micro_batch_size) == 0, step.name
+    sdft = steps["train_paper_tool_use_sdft_lr1e-05_ep2_bs32_ema0.01"].parameters["config"]
+    assert sdft["direction"] == "forward" and sdft["rollout_engine"] == "vllm_colocate"
+    ablation = steps["train_paper_tool_use_sdft_as_written_seed2"].parameters["config"]
+    assert ablation["direction"] == "reverse" and ablation["learning_rate"] == 1e-5
+    assert "sdft_as_written" in steps["fig4_pareto_paper_tool_use"].parameters["models"]
+
+
+@pytest.mark.slow
+def test_the_paper_profile_runs_on_this_cpu_through_its_own_code_path(tmp_path):
+    """PAPER_DRY_RUN: the paper plan's steps (sweep → select_best → evaluate → figure) with the embedded model standing
+    in for Qwen2.5-7B at smoke sizes: every training through `accelerate launch` with 2 processes, bf16 compute on
+    float32 master weights, SDFT rollouts from the real vLLM engine (CPU build) in every process.
+    What cannot run on this CPU, and so is not exercised here: CUDA and NCCL (gloo instead), vLLM's sleep mode (the
+    CPU build refuses it), server mode (its weight broadcast needs NCCL), CUDA graphs (the CPU engine runs eager),
+    FSDP with the colocated engine at 7B (memory), the paper's hub datasets and Table 1 (PAPER_DRY_RUN.knowledge)."""
+    pipeline.run_profile("paper_dry_run", tmp_path, log_output=False)
+    figure = tmp_path / "fig4_pareto.md"
+    assert figure.exists() and (tmp_path / "fig4_pareto.png").exists()
+    assert set(read_json(tmp_path / "best" / "extraction_sdft.json")["val_scores"]) == {
+        "extraction_sdft_lr0.0001_ema0.01", "extraction_sdft_lr0.0003_ema0.01"}
+    for run in ("extraction_sft_lr0.0001", "extraction_sdft_lr0.0003_ema0.01", "extraction_sdft_as_written"):
+        written = read_json(tmp_path / "runs" / run / "config.json")
+        assert written["processes"] == 2 and written["config"]["dtype"] == "bfloat16", run
+        assert (tmp_path / "runs" / run / "model" / "model.safetensors").exists()
+    sdft = read_json(tmp_path / "runs" / "extraction_sdft_lr0.0003_ema0.01" / "config.json")["config"]
+    assert sdft["rollout_engine"] == "vllm_colocate" and sdft["direction"] == "forward"
+    rows = [json.loads(line) for line in
+            (tmp_path / "runs" / "extraction_sdft_lr0.0003_ema0.01" / "metrics.jsonl").read_text().splitlines()]
+    # The engine (bf16) and the trainer (bf16 autocast over float32 weights) score the sampled tokens alike.
+    assert all(abs(row["is_ratio_mean"] - 1) < 0.1 and row["loss_tokens"] > 0 for row in rows), rows
+    assert read_json(tmp_path / "runs" / "extraction_sdft_as_written" / "config.json")["config"]["direction"] == \
+        "reverse"
