@@ -216,16 +216,64 @@ class TrainConfig:
         return Divergence(self.direction, self.jsd_beta, self.topk, self.topk_support)
 
 
-# Named presets (README "Presets" explains why the two differ): the paper as written (§3: reverse KL) and as the
-# authors' released code runs it (per-token forward KL over the full vocabulary). Both: analytic per-token estimator,
-# one rollout per prompt, EMA teacher with α = 0.01 (best of the paper's sweep {0.01, 0.02, 0.05}), loss masked on
-# the first 3 completion tokens (§5).
+# Named presets. Each holds the fields of one recipe; the fields given to preset_config win over it.
+#
+# paper_as_written and paper_as_run (README "Presets: the paper as written and as run" explains why the two differ):
+# the paper as written (§3: reverse KL) and as the authors' released code runs it (per-token forward KL over the full
+# vocabulary). Both: analytic per-token estimator, one rollout per prompt, EMA teacher with α = 0.01 (best of the
+# paper's sweep {0.01, 0.02, 0.05}), loss masked on the first 3 completion tokens (§5). The optimisation fields stay
+# TrainConfig's (lr 1e-5, 1 epoch, batch 16: points of the paper's sweep, Tables 3 and 4) and so does the rollout
+# length (2048, the paper's skill runs): they are for 7B-scale models on GPUs.
+#
+# small_model: the recipe that learns at 135M on this CPU: SDFT's loss and EMA teacher with mixture rollouts, the
+# candidate chosen on validation by the recipe search (README "The recipe search (validation only)";
+# results/tiny/recipe_search/summary.md) and the knowledge task's SDFT row of the tiny profile
+# (experiments/plans.py TINY_KNOWLEDGE reuses it). Evidence that it learns: results/tiny/table1_knowledge.md and
+# results/tiny/knowledge_recipe_3seeds.md (3 seeds: 21.7% strict / 64.2% lenient on the test questions, from 0 /
+# 2.5 for the base model) and README "Why SDFT learned nothing before, and what changed", where pure on-policy SDFT
+# (guided_fraction 0, as in the paper's presets) learns no fact at this size within the demo's budget. Its fields:
+# - learning_rate 3e-4, epochs 4, batch 8 (one micro-batch), 4 warm-up steps: 30× the paper's step size, for a
+#   budget of a few dozen steps (the search's shared settings, experiments/recipe_search.py SEARCH_BASE, at which
+#   its SFT control learns too);
+# - direction "forward": mass-covering, so a fact the student gives almost no probability still gets a push
+#   (README "Presets"); the authors' code runs it too;
+# - guided_fraction 1.0 with guided_by "demonstration": DAgger-style mixture rollouts, the demonstration as the
+#   first steps' rollouts falling to none by the last (why: TrainConfig.guided_fraction; measured: the search's
+#   guided_demonstration_1.0 candidate: 33.3% validation strict at rung 1, where every pure on-policy candidate
+#   scored 0%, and 37.5% at rung 2);
+# - temperature 1.0, max_new_tokens 48: on-policy sampling as the paper does, with rollouts long enough for an
+#   answer of a sentence or two and short enough for CPU steps of seconds (2048 tokens would be ~40× the cost);
+#   a longer answer needs a longer budget (the own-data command warns when demonstrations exceed it);
+# - teacher_context "demonstration" (TrainConfig's default, stated because it is a finding of the recipe, not of
+#   one task): at 135M the answer is the teacher context that teaches; source text makes a weaker teacher (README
+#   "Why SDFT learned nothing before" item 1: 75% strict with the answer, 44% with article and answer, 0% with the
+#   article alone; results/tiny/fig7_teacher_context.md). Data without source text is unaffected;
+# - EMA teacher with α = 0.01 as the paper; no first-token mask (masking 3 tokens lowered every score at rung 1 of
+#   the search), so mask_first_tokens keeps TrainConfig's 0.
 PRESETS = {
     "paper_as_written": {"method": "sdft", "estimator": "analytic", "direction": "reverse", "teacher_kind": "ema",
                          "ema_alpha": 0.01, "mask_first_tokens": 3},
     "paper_as_run": {"method": "sdft", "estimator": "analytic", "direction": "forward", "teacher_kind": "ema",
                      "ema_alpha": 0.01, "mask_first_tokens": 3},
+    "small_model": {"method": "sdft", "learning_rate": 3e-4, "epochs": 4.0, "batch_size": 8, "micro_batch_size": 8,
+                    "warmup_steps": 4, "max_new_tokens": 48, "direction": "forward", "teacher_kind": "ema",
+                    "ema_alpha": 0.01, "teacher_context": "demonstration", "temperature": 1.0,
+                    "guided_fraction": 1.0, "guided_by": "demonstration"},
 }
+# Below this many parameters a model takes small_model by default (preset_for_size); at or above it, paper_as_run.
+# The evidence for small_model is at 135M and for the paper's settings at 7B; 1B splits the gap, nearer the small
+# end because the paper (§4.3) finds SDFT's on-policy signal weak below ~3B, which is what mixture rollouts help.
+SMALL_MODEL_PARAMETERS = 1_000_000_000
+
+
+def preset_for_size(parameters: int) -> tuple[str, str]:
+    """The preset that suits a model of this many parameters, and why, in words (for the own-data command)."""
+    millions = parameters / 1e6
+    if parameters < SMALL_MODEL_PARAMETERS:
+        return "small_model", (f"{millions:,.0f}M parameters < {SMALL_MODEL_PARAMETERS / 1e9:g}B: the mixture-rollout "
+                               f"recipe that learns at 135M (sdft_core/config.py PRESETS)")
+    return "paper_as_run", (f"{millions:,.0f}M parameters ≥ {SMALL_MODEL_PARAMETERS / 1e9:g}B: the paper's settings as "
+                            f"its authors ran them (sdft_core/config.py PRESETS)")
 
 
 def preset_config(name: str = "", **fields) -> TrainConfig:
