@@ -25,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 import papermill
 
+from experiments import executors
+from experiments.paper_scale import gpu_hours_table, step_costs
 from experiments.plans import DEFAULT_RESULTS, PROFILES, Step, steps_needed_for
 from sdft_core.io import fingerprint, provenance, read_json, write_json, write_text
 
@@ -76,15 +78,61 @@ def profile_steps(profile: str, results_dir: Path, seeds: int | None = None) -> 
 
 def run_profile(profile: str, results_dir: Path | str | None = None, log_output: bool = True,
                 targets: list[str] | None = None, seeds: int | None = None,
-                skip_upstream: bool = False) -> dict[str, str]:
+                skip_upstream: bool = False, executor: str = "local", **placement) -> dict[str, str]:
     """Run the steps of a profile (all, or those `targets` need: with skip_upstream, the targets alone); results go
-    to results_dir (relative paths resolve against the repository)."""
+    to results_dir (relative paths resolve against the repository). executor: where the steps run
+    (experiments/executors.py); `placement`: its options (workers, gpus, partition, dry_run, wait, resources)."""
     results_dir = REPO / (results_dir or DEFAULT_RESULTS[profile])
     steps = profile_steps(profile, results_dir, seeds)
     if targets:
         steps = only(steps, targets)
+    if executor != "local":
+        return run_elsewhere(profile, steps, results_dir, seeds, executor, **placement)
     return run_steps(steps, results_dir / "_state", results_dir / "notebooks", log_output,
                      set(targets) if targets and skip_upstream else None)
+
+
+def run_elsewhere(profile: str, steps: list[Step], results_dir: Path, seeds: int | None, executor: str,
+                  workers: int = 2, gpus: list[str] | None = None, partition: str | None = None,
+                  dry_run: bool = False, wait: bool = False, resources: dict | None = None) -> dict[str, str]:
+    """Hand the steps that are not done to a pool of local processes or to SLURM (executors.py); each runs alone
+    with the whole plan's fingerprints, so what it records is what a sequential run records."""
+    ids = step_fingerprints(steps)
+    to_run = {step.name for step, state, _ in step_status(steps, results_dir / "_state", results_dir / "notebooks",
+                                                           ids) if state != "done"}
+    print(f"{len(to_run)} of {len(steps)} steps to run ({len(steps) - len(to_run)} done).", flush=True)
+    on_gpu = [step for step in steps if executors.resources_for(step).gpus]
+    estimates = {name: cost.total_h for name, cost in step_costs(steps).items()} if on_gpu else {}
+    training_gpus = max([int(step.parameters.get("processes", 1)) for step in on_gpu if step.notebook == "train"],
+                        default=1)
+    resources_of = lambda step: executors.resources_for(step, estimates.get(step.name), resources, training_gpus)
+    command_of = lambda name: executors.step_command(profile, name, results_dir, seeds)
+    jobs = results_dir / "_jobs"
+    if executor == "pool":
+        executors.run_pool(steps, to_run, command_of, workers, gpus, resources_of, jobs)
+    elif dry_run:
+        print_dry_run(steps, to_run, command_of, resources_of, jobs, partition, estimates)
+    else:
+        executors.submit_slurm(steps, to_run, command_of, resources_of, jobs, partition, wait)
+    return ids
+
+
+def print_dry_run(steps: list[Step], to_run: set[str], command_of, resources_of, folder: Path,
+                  partition: str | None, estimates: dict[str, float]) -> None:
+    """Every job that `--executor slurm` would submit: its resources, the jobs it waits for and its sbatch script;
+    then the GPU-hours per figure (GPU profiles)."""
+    needs = executors.dependencies(steps, to_run)
+    for step in steps:
+        if step.name not in to_run:
+            continue
+        resources = resources_of(step)
+        print(f"## job {step.name}\nresources: {resources.gpus} GPU, {resources.cpus} CPU, {resources.mem_gb} GB, "
+              f"{resources.minutes} min" + (f" (estimate {estimates[step.name]:.2f} GPU-h)"
+                                             if step.name in estimates else "")
+              + f"\nafter: {', '.join(needs[step.name]) or '-'}\n")
+        print(executors.sbatch_script(step, resources, command_of(step.name), needs[step.name], folder, partition))
+    if estimates:
+        print(gpu_hours_table(steps))
 
 
 def step_fingerprints(steps: list[Step]) -> dict[str, str]:
@@ -242,6 +290,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-upstream", action="store_true", help="with --only: run the named steps alone, "
                         "not the steps they need, whose results must already be in the results folder (e.g. trained "
                         "and evaluated on another machine, or by a clone at another commit)")
+    parser.add_argument("--executor", choices=executors.EXECUTORS, default="local", help="where steps run: one "
+                        "after another here (local), N at once here (pool), or each a SLURM job (slurm); "
+                        "experiments/executors.py")
+    parser.add_argument("--workers", type=int, default=2, help="pool: steps at once")
+    parser.add_argument("--gpus", help="pool: the GPU ids to share out, e.g. 0,1,2,3,4,5,6,7 (each step takes the "
+                        "GPUs its resources ask for)")
+    parser.add_argument("--partition", help="slurm: the partition to submit to")
+    parser.add_argument("--dry-run", action="store_true", help="slurm: print every job's script, resources and "
+                        "dependencies, and the GPU-hours per figure, without submitting")
+    parser.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and report the failed ones")
+    parser.add_argument("--resources", help="a JSON file {notebook or step name: {gpus, cpus, mem_gb, minutes}} "
+                        "over executors.RESOURCES")
     parser.add_argument("--list", action="store_true", help="list the profile's steps (with --only: those the "
                         "targets need), whether each is up to date, how long its last run took, and exit")
     args = parser.parse_args(argv)
@@ -253,8 +313,16 @@ def main(argv: list[str] | None = None) -> None:
     started, wall_clock = time.perf_counter(), time.time()
     if args.skip_upstream and not args.only:
         parser.error("--skip-upstream needs --only")
+    if args.executor != "local" and args.skip_upstream:
+        parser.error("--skip-upstream runs steps here: use it without --executor")
+    placement = {} if args.executor == "local" else {
+        "workers": args.workers, "gpus": args.gpus.split(",") if args.gpus else None, "partition": args.partition,
+        "dry_run": args.dry_run, "wait": args.wait, "resources": read_json(args.resources) if args.resources else None}
     run_profile(args.profile, results, log_output=not args.quiet, targets=args.only, seeds=args.seeds,
-                skip_upstream=args.skip_upstream)
+                skip_upstream=args.skip_upstream, executor=args.executor, **placement)
+    if args.executor == "slurm" and not (args.wait or args.dry_run):
+        print("\nJobs submitted; rerun the same command to submit what is not done once they end.")
+        return
     print(f"\nAll steps of profile {args.profile!r} finished in {time.perf_counter() - started:.0f} s.")
     print_new_tables(results, wall_clock)
     print(f"Results are in {results.relative_to(REPO) if results.is_relative_to(REPO) else results}/ "

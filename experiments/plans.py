@@ -96,7 +96,8 @@ class Plan:
               seeds: tuple[int, ...] | None = None, **parameters) -> list[str]:
         """One training run per seed (default: the plan's seeds); returns the step names. `parameters`: TrainConfig
         fields over PLAN_TRAINING (the train notebook's `config`), or the notebook's own (max_train_examples).
-        start_from: a run whose trained model (of the same seed) this run starts from."""
+        start_from: a run whose trained model (of the same seed) this run starts from. A step reruns because its
+        configuration or code changed, so it replaces the run it finds in its folder (the notebook's `overwrite`)."""
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         notebook = {k: v for k, v in parameters.items() if k not in fields}
         steps = []
@@ -105,7 +106,7 @@ class Plan:
             origin = {"model": self.model_dir(seeded(start_from, seed))} if start_from else {}
             config = {**PLAN_TRAINING, **{k: v for k, v in parameters.items() if k in fields}, **origin, "seed": seed}
             steps.append(self.add(f"train_{name}", "train",
-                                  {"task": task, "run_name": name, "config": config, **notebook},
+                                  {"task": task, "run_name": name, "config": config, "overwrite": True, **notebook},
                                   after + ((f"train_{seeded(start_from, seed)}",) if start_from else ()),
                                   (self.model_dir(name),) if config.get("save_model", TrainConfig.save_model) else ()))
         return steps
@@ -490,9 +491,11 @@ def sweep(plan: Plan, name: str, task: str, parameters: dict, grid: dict, val_sp
         plan.evaluate(f"{run}_val", task, run, seeds=(0,), splits=[val_split],
                       **{**evaluation, "measure_forgetting": False})
         candidates.append(run)
+    # Like a train step, the selection retrains its seeds' runs over what an earlier configuration left (overwrite).
     return plan.add(f"best_{name}", "select_best", {"task": task, "name": name, "candidates": candidates,
                                                     "val_split": val_split, "test_splits": test_splits,
-                                                    "seeds": list(plan.seeds), "prior": prior or {}, **evaluation},
+                                                    "seeds": list(plan.seeds), "prior": prior or {}, "overwrite": True,
+                                                    **evaluation},
                     tuple(f"eval_{run}_val" for run in candidates))
 
 

@@ -168,7 +168,8 @@ def run_candidate(results_dir: Path, name: str, overrides: dict, rung: int, task
     config = TrainConfig(**{"max_new_tokens": task.max_new_tokens, **base, **(base_overrides or {}), **overrides,
                             "extra": {"search": name, "rung": rung}})
     run = f"r{rung}_{name}"
-    train(config, task.train, results_dir / "runs" / run)
+    # The search's own run folder, named by candidate and rung: a candidate whose settings or code changed retrains.
+    train(config, task.train, results_dir / "runs" / run, overwrite=True)
     model_dir = results_dir / "runs" / run / "model"
     result = evaluate_model(str(model_dir), task, ["val"], [], str(results_dir / "eval" / f"{run}.json"))
     summary = read_json(results_dir / "runs" / run / "summary.json")

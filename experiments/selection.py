@@ -16,13 +16,14 @@ from sdft_core.model import EMBEDDED_MODEL
 
 def select_best(results_dir: str, task, name: str, candidates: list[str], val_split: str, test_splits: list[str],
                 general_prompts: list[str], prior: dict | None = None, base_model_name: str = EMBEDDED_MODEL,
-                seeds: tuple[int, ...] = (0,), **evaluation) -> dict:
+                seeds: tuple[int, ...] = (0,), overwrite: bool = False, **evaluation) -> dict:
     """Paper B.1: "We report test results for the model checkpoint that achieved the best validation performance".
     Reads eval/<candidate>_val.json for every candidate run (trained with seed 0), picks the best validation
     accuracy (ties: the first), trains the chosen configuration again with each other seed of `seeds` (B.2: results
     are means over seeds) as runs/<best>_seed<s>, and evaluates every seed on the test splits as
     eval/<name>[_seed<s>].json and, if `prior` is given, its prior capabilities as prior/<name>[_seed<s>].json.
-    The choice and every validation score go to best/<name>.json."""
+    The choice and every validation score go to best/<name>.json. overwrite: retrain a seed's run folder that holds
+    another run (the pipeline's choice after a change; sdft_core.train.train refuses it otherwise)."""
     results = Path(results_dir)
     scores = {run: read_json(result_path(results, "eval", f"{run}_val"))[val_split]["correct"] for run in candidates}
     best = max(candidates, key=lambda run: scores[run])
@@ -31,7 +32,7 @@ def select_best(results_dir: str, task, name: str, candidates: list[str], val_sp
         seed_run = run_dir(results, seeded(best, seed))
         if seed != 0:  # where the candidate trained: in this process or through accelerate launch
             config = TrainConfig(**{**chosen["config"], "seed": seed})
-            train_step(config, task.name, chosen["num_examples"], seed_run, chosen["processes"])
+            train_step(config, task, chosen["num_examples"], seed_run, chosen["processes"], overwrite=overwrite)
         evaluate_model(str(seed_run / "model"), task, test_splits, general_prompts,
                        str(result_path(results, "eval", seeded(name, seed))), base_model_name=base_model_name,
                        **evaluation)

@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-train-examples", type=int, default=0, help="use only the first N examples (0: all)")
     parser.add_argument("--stop-after-step", type=int, help="stop after this optimizer step, leaving a checkpoint "
                         "(split a long run over several sessions; a rerun resumes it)")
+    parser.add_argument("--overwrite", action="store_true", help="replace what --output-dir holds that this run "
+                        "cannot continue: another run (another config, data or training code) or a damaged "
+                        "checkpoint; without it such a folder is refused and left as it is")
     add_field_options(parser, TrainConfig, skip=("extra",), given_only=True)
     return parser
 
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     given.setdefault("extra", {"task": args.task})
     config = preset_config(args.preset or "", **given)
     summary = train(config, task.train[: args.max_train_examples or None], args.output_dir,
-                    stop_after_step=args.stop_after_step)
+                    stop_after_step=args.stop_after_step, overwrite=args.overwrite)
     print(json.dumps(summary, indent=2))
 
 

@@ -15,7 +15,7 @@
 # offline methods train on (`teacher_sample_rows`), which says how much of the task they could learn from them.
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 title = "Fig. 7: teacher context"
 figure_name = "fig7_teacher_context"
 rows = {"answer": "knowledge_sdft"}  # label: evaluation name

@@ -14,7 +14,7 @@
 # `{results_dir}/eval/{name}.json`.
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 task = "knowledge"
 name = "base"
 model_dir = "base"  # "base": the untrained base model

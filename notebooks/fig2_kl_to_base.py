@@ -13,7 +13,7 @@
 # the embedded model on `task`, sequence-level KL on each model's own samples for the same training prompts.
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 task = "extraction"
 sft_run = "extraction_sft_lr0.0001"
 max_examples = 16

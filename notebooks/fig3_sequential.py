@@ -13,7 +13,7 @@
 # (means over the training seeds; the table keeps each mean's 95% CI).
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 tasks = ["tool_use", "extraction", "knowledge"]
 methods = ["sft", "sdft"]
 seeds = [0]  # training seeds: each point is the mean over them

@@ -16,7 +16,7 @@
 # for reference; the tiny profile's new task is a stand-in (see `task`).
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 task = "extraction"
 models = {"base": {"method": "base", "eval": "extraction_base", "prior": "base"}}  # label: method, eval, prior
 # ("eval" and "prior": a name, or a list with one name per training seed: points are means, with 95% CIs)

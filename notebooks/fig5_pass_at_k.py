@@ -12,7 +12,7 @@
 # gains over base and SFT persist for k up to 128; here k goes up to the number of samples per item.
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 task = "extraction"
 rows = {"base": "extraction_base"}  # label: pass@k result name
 

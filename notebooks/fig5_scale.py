@@ -13,7 +13,7 @@
 # to its SFT and SDFT evaluations. On this CPU only the embedded 135M model fits, so the tiny profile has one point.
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 sizes = {"135M (embedded)": {"sft": "extraction_sft_lr0.0001", "sdft": "extraction_sdft_lr0.0001"}}
 
 # %%

@@ -13,7 +13,7 @@
 # questions. Every file is validated here, before anything trains.
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 
 # %%
 import pandas as pd

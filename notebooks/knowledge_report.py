@@ -13,7 +13,7 @@
 # `results_dir/<name>` as Markdown and CSV (the table) and PNG and PDF (the figure).
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 rows = {"base": "knowledge_base", "sft": "knowledge_sft", "sdft": "knowledge_sdft"}  # label: evaluation name
 name = "knowledge_acquisition"
 

@@ -12,7 +12,7 @@
 # unbiased pass@k estimate for k = 1, 2, 4, … up to `samples`. Written to `{results_dir}/passk/{name}.json`.
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 task = "extraction"
 name = "base"
 model_dir = "base"

@@ -16,7 +16,7 @@
 # verdict's rules.
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 task = "knowledge"
 model_dir = "base"  # "base", or a trained run's model folder (then the measurements describe that model)
 base_model = "embedded:smollm2-135m-instruct"

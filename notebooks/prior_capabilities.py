@@ -13,7 +13,7 @@
 # (`suite = "paper"`, needs the hub). Per-benchmark scores and their average go to `{results_dir}/prior/{name}.json`.
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 name = "base"
 model_dir = "base"  # "base": the untrained embedded model
 suite = "offline"

@@ -15,7 +15,7 @@
 # `python -m experiments.recipe_search` runs the same search from the command line.
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 candidates = []  # names in experiments.recipe_search.CANDIDATES; empty: all
 rungs = []  # [[articles, keep], ...]; empty: recipe_search.RUNGS
 controls = True  # train the SFT control at every rung and the budget probe at rung 1 (reference points)

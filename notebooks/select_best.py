@@ -14,7 +14,7 @@
 # when `prior` names a suite. Figures then read `eval/{name}.json` and `prior/{name}.json` like any other model.
 
 # %% tags=["parameters"]
-results_dir = "results/paper"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 task = "paper_tool_use"
 name = "paper_tool_use_sdft"
 candidates = []  # run names of the sweep
@@ -28,6 +28,7 @@ max_new_tokens = 0  # 0 means the task's budget
 measure_forgetting = True  # KL to base and agreement on general prompts unrelated to the task
 dtype = "bfloat16"
 device = "cuda"
+overwrite = False  # retrain a seed's run folder that holds another run (the pipeline does); False: refuse it
 
 # %%
 import pandas as pd
@@ -39,5 +40,5 @@ from tasks.registry import load_task
 general = [row["prompt"] for row in load_general_prompts("eval")] if measure_forgetting else []
 choice = select_best(results_dir, load_task(task), name, candidates, val_split, test_splits, general,
                      prior or None, base_model_name=base_model, seeds=tuple(seeds), max_items=max_items,
-                     max_new_tokens=max_new_tokens or None, dtype=dtype, device=device)
+                     max_new_tokens=max_new_tokens or None, dtype=dtype, device=device, overwrite=overwrite)
 pd.Series(choice["val_scores"], name=f"{val_split} accuracy").sort_values(ascending=False).to_frame()

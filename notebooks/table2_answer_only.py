@@ -14,7 +14,7 @@
 # accuracy (strict, fact matcher) and the average number of generated tokens, the paper's numbers beside ours.
 
 # %% tags=["parameters"]
-results_dir = "results/tiny"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 rows = {"base": "knowledge_base", "sft": "answer_only_sft", "sdft": "answer_only_sdft"}
 
 # %%

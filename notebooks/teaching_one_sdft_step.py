@@ -23,7 +23,7 @@
 # (`sdft_core/teaching.py` strings together the functions the training loop uses).
 
 # %% tags=["parameters"]
-results_dir = "results/teaching"
+results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 task = "knowledge"  # knowledge | tool_use | extraction
 example_index = 0  # which training example of the task
 teacher_context = "auto"  # auto: article + demonstration when the example has an article, else demonstration

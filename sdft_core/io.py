@@ -1,5 +1,6 @@
-"""Atomic file writes (a result file is either absent or complete, never half-written), content fingerprints, and the
-provenance block every result carries (which commit and machine produced it)."""
+"""Atomic file writes (a result file is either absent or complete, never half-written), the checks around them (an
+output folder that can be written, a cached result that can be read), content fingerprints, and the provenance block
+every result carries (which commit and machine produced it)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,44 @@ def write_jsonl(path: Path | str, rows: list[dict]) -> None:
 
 def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class UnwritableFolder(OSError):
+    """An output folder that cannot be created or written in (a file stands in its place or on its path, no
+    permission, a read-only disk)."""
+
+
+def ensure_writable_folder(folder: Path | str) -> None:
+    """Create `folder` if needed and check that a file can be written in it. Called before a model loads, so that a bad
+    output path fails at once, naming the folder, rather than at the first write after minutes of work."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        # mkdir on an existing file says "File exists", which hides the problem.
+        reason = "it is a file, not a folder" if folder.is_file() else f"{error.strerror}: {error.filename}"
+        raise UnwritableFolder(f"cannot write to the output folder {folder} ({reason}). Choose another output "
+                               f"folder, or make this one a writable folder.") from error
+
+
+def read_cache(path: Path | str, tag: str) -> dict | None:
+    """The cached result in `path`: None if there is none, and None with a warning naming the file if it is not a
+    JSON object (cut short by a full disk, edited by hand): the caller computes the result again and replaces it."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        value = read_json(path)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        problem = str(error)
+    else:
+        if isinstance(value, dict):
+            return value
+        problem = f"a JSON {type(value).__name__}, not an object"
+    print(f"[{tag}] warning: the cached result {path} cannot be read ({problem}); computing it again to replace it.")
+    return None
 
 
 def fingerprint(*values: Any) -> str:

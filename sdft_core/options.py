@@ -37,14 +37,30 @@ def parse_bool(text: str) -> bool:
         return True
     if text.lower() in ("0", "false", "no"):
         return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+# Each field type's parser, and what the error says it expected.
+PARSERS: dict[type, tuple[Callable[[str], Any], str]] = {
+    bool: (parse_bool, "true or false"), int: (int, "an integer"), float: (float, "a float"), str: (str, "a string")}
 
 
 def _value_parser(kind: Any, optional: bool) -> Callable[[str], Any]:
-    parse = {bool: parse_bool, int: int, float: float, str: str}.get(kind)
-    if parse is None:
+    if kind not in PARSERS:
         raise TypeError(f"no command-line parser for fields of type {kind!r}")
-    return lambda text: None if optional and text.lower() == "none" else parse(text)
+    parse, expected = PARSERS[kind]
+    expected += " or none" if optional else ""
+
+    def parse_value(text: str) -> Any:
+        if optional and text.lower() == "none":
+            return None
+        try:
+            return parse(text)
+        except ValueError:
+            # argparse prints an ArgumentTypeError's message as it is (it names a plain ValueError's parser instead).
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+    return parse_value
 
 
 def add_field_options(parser: argparse.ArgumentParser, config_class: type, skip: tuple[str, ...] = (),

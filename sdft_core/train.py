@@ -1,13 +1,21 @@
 """The training loop: SDFT (Algorithm 1) and its baselines in one loop, top to bottom.
 
 A run lives in one folder:
-  config.json     the full TrainConfig, the run id (hash of config + data) and dataset size
+  config.json     the full TrainConfig, the run id (hash of config + data + training code), the dataset size, and
+                  fingerprints of the data and of the training code (to say what differs when another run asks
+                  for the folder)
   metrics.jsonl   one line per optimizer step
   checkpoint/     the latest resumable state (student, teacher, optimizer, scheduler, step); removed when done.
                   No RNG state is needed: every step reseeds from (seed, step, micro-batch).
   model/          the final weights (safetensors) and tokenizer; with LoRA the merged student
   adapter/        with LoRA only: the student's adapter (peft format)
   summary.json    written last: its presence with the same run id means "finished", and a rerun skips the run
+
+A folder holds one run. train() refuses a folder that holds another run (another config, data or training code),
+saying what differs and changing nothing, unless it is called with overwrite=True: a notebook run as it opens never
+replaces a committed result, while the pipeline, whose steps rerun because their code or configuration changed,
+passes overwrite=True. A checkpoint that cannot be read (a save or copy cut short) is reported the same way and
+discarded, training from step 0, only with overwrite=True.
 
 Multi-process training: launched with `accelerate launch` (e.g. `accelerate launch --multi_gpu --num_processes 2
 -m experiments.train_run ...`, which on a machine without GPUs starts 2 CPU processes through torchrun), the student is wrapped in DistributedDataParallel by accelerate, every process takes an
@@ -28,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 import resource
 import shutil
 import time
@@ -48,7 +57,8 @@ from transformers import get_cosine_schedule_with_warmup
 from sdft_core.config import TEACHER_METHODS, TrainConfig
 from sdft_core.data import Example
 from sdft_core.forward import completion_hidden, loss_weights, with_teacher_prompts
-from sdft_core.io import atomic_write, fingerprint, provenance, read_json, write_json, write_jsonl
+from sdft_core.io import (atomic_write, ensure_writable_folder, fingerprint, provenance, read_cache, read_json,
+                          write_json, write_jsonl)
 from sdft_core.lora import (STUDENT_ADAPTER, adapter_state_dict, apply_lora, is_lora, load_adapter_state_dict,
                             merged_state_dict)
 from sdft_core.loss import distillation_loss, likelihood_loss
@@ -370,8 +380,9 @@ def teacher_samples(teacher: Teacher, tokenizer, examples, teacher_prompts, conf
     """One sample per example from the teacher's context (for offline distillation and SFT on teacher samples;
     paper §4.5). Generated in fixed batches of 8 from `config.seed`, so both offline methods see the same samples;
     cached in the run folder so a resumed run reuses them."""
-    if cache.exists() and read_json(cache)["run_id"] == run_id:
-        return [row["tokens"] for row in read_json(cache)["samples"]]
+    cached = read_cache(cache, "sdft")
+    if cached is not None and cached.get("run_id") == run_id:
+        return [row["tokens"] for row in cached["samples"]]
     torch.manual_seed(config.seed)  # the same samples whatever the method and process count
     samples: list[list[int]] = []
     for group in tqdm(_groups(len(examples), 8), desc="teacher samples", mininterval=2.0, ncols=100):
@@ -400,6 +411,10 @@ def training_code_fingerprint() -> str:
     return fingerprint([(TRAINING_SOURCE_DIR / f"{name}.py").read_text() for name in TRAINING_SOURCES])
 
 
+def data_fingerprint(examples: list[Example]) -> str:
+    return fingerprint([dataclasses.asdict(e) for e in examples])
+
+
 def run_id_for(config: TrainConfig, examples: list[Example]) -> str:
     values = dataclasses.asdict(config)
     # How the state is spread over processes, and which of two decoders draws the same tokens, do not change the result.
@@ -410,11 +425,62 @@ def run_id_for(config: TrainConfig, examples: list[Example]) -> str:
     return fingerprint(values, [dataclasses.asdict(e) for e in examples], training_code_fingerprint())
 
 
+class RunFolderInUse(FileExistsError):
+    """The output folder holds another run than the one asked for, and overwrite was not given."""
+
+
+class CorruptCheckpoint(RuntimeError):
+    """The run's checkpoint cannot be read, and overwrite (discard it, train from step 0) was not given."""
+
+
+OVERWRITE_HINT = ("pass overwrite=True (`python -m experiments.train_run --overwrite`, or `overwrite = True` in "
+                  "notebooks/train.ipynb)")
+
+
+def checkpoint_run_id(path: Path, overwrite: bool) -> str | None:
+    """The run id in the checkpoint at `path`; None if there is none, or if it cannot be read and overwrite allows it
+    to be discarded. Memory-mapped: only its header is read, not the weights."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)["run_id"]
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        if overwrite:
+            return None
+        reason = str(error).split(". ")[0] or type(error).__name__  # torch's first sentence says what is wrong
+        raise CorruptCheckpoint(
+            f"the checkpoint {path} cannot be read ({reason}): it is damaged, e.g. its save or a copy was cut short. "
+            f"Nothing was changed. To train {path.parent.parent} again from step 0, delete {path.parent} or "
+            f"{OVERWRITE_HINT}.") from error
+
+
+def what_differs(stored: dict | None, config: TrainConfig, examples: list[Example]) -> list[str]:
+    """How the run recorded in a folder's config.json (`stored`) differs from `config` trained on `examples` with
+    this training code: each differing field as "name old → new", then the data and the code."""
+    if stored is None:
+        return ["unknown: the folder has no config.json"]
+    asked = json.loads(json.dumps(dataclasses.asdict(config), default=str))  # as config.json holds it
+    held = stored["config"]
+    differences = [f"{name} {held.get(name, '(not a field)')!r} → {asked.get(name, '(not a field)')!r}"
+                   for name in sorted({*held, *asked}) if held.get(name) != asked.get(name)]
+    if "data_fingerprint" not in stored:  # a config.json written before the data and code were recorded
+        differences.append("the data or the training code may differ too (this config.json does not record them)")
+        return differences
+    if stored["data_fingerprint"] != data_fingerprint(examples):
+        differences.append(f"the training data ({stored['num_examples']} examples there, {len(examples)} now)")
+    if stored["training_code"] != training_code_fingerprint():
+        differences.append(f"the training code (sdft_core/{{{','.join(TRAINING_SOURCES)}}}.py)")
+    return differences
+
+
 def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, stop_after_step: int | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, overwrite: bool = False) -> dict:
     """Train (or resume, or skip if finished) one run and return its summary.
 
     stop_after_step: return early after that optimizer step, leaving a checkpoint (used to test resumption).
+    overwrite: replace what `output_dir` holds that this run cannot continue: another run (RunFolderInUse without
+    it, naming what differs) or a checkpoint that cannot be read (CorruptCheckpoint without it); training then
+    starts from step 0. A finished run of the same id whose model folder is missing (a clone) is retrained either way.
     """
     output_dir = Path(output_dir)
     accelerator = Accelerator(cpu=config.device == "cpu")
@@ -424,21 +490,34 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
                          f"micro_batch_size ({config.micro_batch_size})")
     share = config.batch_size // world
     run_id = run_id_for(config, examples)
-    summary_path, checkpoint_path = output_dir / "summary.json", output_dir / "checkpoint" / "state.pt"
-    if summary_path.exists():
-        summary = read_json(summary_path)
-        model_missing = config.save_model and not (output_dir / "model").is_dir()
-        if summary["run_id"] == run_id and not model_missing:
-            print(f"[sdft] {output_dir} is already finished (run {run_id}); skipping.")
-            return summary
+    summary_path, config_path = output_dir / "summary.json", output_dir / "config.json"
+    checkpoint_path = output_dir / "checkpoint" / "state.pt"
+    summary = read_json(summary_path) if summary_path.exists() else None
+    model_missing = config.save_model and not (output_dir / "model").is_dir()
+    if summary is not None and summary["run_id"] == run_id and not model_missing:
+        print(f"[sdft] {output_dir} is already finished (run {run_id}); skipping.")
+        return summary
+    ensure_writable_folder(output_dir)  # before the model loads: a bad path fails now, not at the first write
+    stored = read_json(config_path) if config_path.exists() else None
+    checkpoint_run = checkpoint_run_id(checkpoint_path, overwrite)
+    # Every process decides from the same files, so all of them refuse together.
+    held = {record["run_id"] for record in (summary, stored) if record is not None} | {checkpoint_run}
+    if held - {run_id, None} and not overwrite:
+        differences = "; ".join(what_differs(stored, config, examples))
+        raise RunFolderInUse(
+            f"{output_dir} holds another run than the one asked for ({differences}). Nothing in it was changed. "
+            f"Train into another folder (the train notebook's results_dir or run_name), or {OVERWRITE_HINT} to "
+            f"replace it.")
     accelerator.wait_for_everyone()
     if main:
-        if summary_path.exists():
+        if summary is not None:
             # Model folders are not committed: a clone holds the summary of a finished run but not its weights.
             why = "its model folder is missing" if summary["run_id"] == run_id else "it holds a different run"
             print(f"[sdft] {output_dir}: {why}; retraining it as {run_id}.")
             summary_path.unlink()
-        if checkpoint_path.exists() and torch.load(checkpoint_path, weights_only=True)["run_id"] != run_id:
+        if checkpoint_path.exists() and checkpoint_run != run_id:
+            why = "cannot be read" if checkpoint_run is None else f"belongs to run {checkpoint_run}"
+            print(f"[sdft] the checkpoint {checkpoint_path} {why}; discarding it: training starts from step 0.")
             shutil.rmtree(checkpoint_path.parent)
     accelerator.wait_for_everyone()
 
@@ -516,9 +595,10 @@ def train(config: TrainConfig, examples: list[Example], output_dir: Path | str, 
     metrics_path = output_dir / "metrics.jsonl"
     metrics = _read_metrics(metrics_path, start_step)
     if main:
-        write_json(output_dir / "config.json", {"run_id": run_id, "num_examples": len(examples),
-                                                "total_steps": total_steps, "processes": world,
-                                                "config": dataclasses.asdict(config)})
+        write_json(config_path, {"run_id": run_id, "num_examples": len(examples), "total_steps": total_steps,
+                                 "processes": world, "config": dataclasses.asdict(config),
+                                 "data_fingerprint": data_fingerprint(examples),
+                                 "training_code": training_code_fingerprint()})
         write_jsonl(metrics_path, metrics)
 
     started = time.perf_counter()

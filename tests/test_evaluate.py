@@ -1,5 +1,6 @@
 """Evaluation helpers on the tiny random model: scoring records, sequence KL, caching."""
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -8,7 +9,7 @@ from sdft_core.config import TrainConfig
 from sdft_core.data import EvalItem, Example, Task
 from sdft_core.eval import evaluate
 from sdft_core.eval.evaluate import evaluate_model, prompt_ids, sampled_sequence_kl, score_items
-from sdft_core.io import read_json, write_json
+from sdft_core.io import UnwritableFolder, read_json, write_json
 from sdft_core.model import load_model, weights_fingerprint
 from sdft_core.train import train
 
@@ -41,6 +42,27 @@ def test_evaluate_model_is_cached_and_counts_response_tokens(tmp_path, tiny_mode
     second = evaluate_model(tiny_model_dir, task, ["test"], ["Hello?"], str(tmp_path / "e.json"),
                             base_model_name=tiny_model_dir)
     assert second == first and "up to date" in capsys.readouterr().out
+
+
+def test_a_damaged_cached_evaluation_is_named_and_computed_again(tmp_path, tiny_model_dir, capsys):
+    items = [EvalItem("i0", "Say 0.", {"answer": "0"})]
+    task = Task("toy", "toy", [], {"test": items}, lambda r, ref: {"correct": ref["answer"] in r}, max_new_tokens=3)
+    output = tmp_path / "e.json"
+    first = evaluate_model(tiny_model_dir, task, ["test"], [], str(output), base_model_name=tiny_model_dir)
+    output.write_text(output.read_text()[:40])  # cut short, as by a full disk
+    again = evaluate_model(tiny_model_dir, task, ["test"], [], str(output), base_model_name=tiny_model_dir)
+    assert f"[eval] warning: the cached result {output} cannot be read (" in capsys.readouterr().out
+    assert again["records"] == first["records"] and read_json(output)["fingerprint"] == first["fingerprint"]
+
+
+def test_an_evaluation_that_cannot_be_written_fails_before_the_model_loads(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(evaluate, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    (tmp_path / "eval").write_text("a file where the results folder should be")
+    task = Task("toy", "toy", [], {"test": [EvalItem("i0", "Say 0.", {"answer": "0"})]},
+                lambda r, ref: {"correct": True}, max_new_tokens=3)
+    with pytest.raises(UnwritableFolder, match="cannot write to the output folder .*/eval \\(it is a file"):
+        evaluate_model(tiny_model_dir, task, ["test"], [], str(tmp_path / "eval" / "e.json"),
+                       base_model_name=tiny_model_dir)
 
 
 def test_a_cached_evaluation_is_keyed_by_the_weights_it_read(tmp_path, tiny_model_dir, capsys):

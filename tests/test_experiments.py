@@ -10,6 +10,7 @@ import papermill
 import pytest
 
 from experiments import pipeline
+from experiments.launch import launch_command
 from experiments.pipeline import notebook_path, only
 from experiments.plans import DEFAULT_SEEDS, PAPER_GPUS, PROFILES, Plan, tiny_plan
 from sdft_core.config import TrainConfig
@@ -35,6 +36,15 @@ def test_every_step_is_runnable_in_order(profile):
         assert set(step.after) <= seen, f"{step.name} runs before {set(step.after) - seen}"
         seen.add(step.name)
     assert len(seen) == len(steps)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_the_pipeline_replaces_the_runs_it_retrains(profile):
+    """A step reruns because its code or configuration changed: its run folder holds the old run, which train()
+    refuses to replace unless asked (a notebook opened by hand never replaces a committed result)."""
+    steps = [step for step in PROFILES[profile]("results/check") if step.notebook in ("train", "select_best")]
+    assert steps and all(step.parameters["overwrite"] is True for step in steps)
+    assert launch_command(2, "knowledge", 0, Path("run"), Path("run.json"), overwrite=True)[-1] == "--overwrite"
 
 
 def test_a_step_cannot_be_defined_twice_differently():

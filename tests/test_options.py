@@ -30,6 +30,23 @@ def test_every_kind_of_value_has_one_syntax():
         config_from_argv(Settings, ["--rate", "none"])  # not optional
 
 
+@pytest.mark.parametrize("argv, error", [(["--rate", "abc"], "argument --rate: expected a float, got 'abc'"),
+                                         (["--size", "ten"], "argument --size: expected an integer or none, got 'ten'"),
+                                         (["--flag", "maybe"], "argument --flag: expected true or false, got 'maybe'")])
+def test_a_bad_value_names_the_type_expected(argv, error, capsys):
+    with pytest.raises(SystemExit):
+        config_from_argv(Settings, argv)
+    assert capsys.readouterr().err.strip().endswith(error)
+
+
+def test_a_bad_training_value_names_the_type_expected(capsys):
+    from experiments.train_run import main
+
+    with pytest.raises(SystemExit):
+        main(["--task", "knowledge", "--output-dir", "unused", "--learning-rate", "abc"])
+    assert capsys.readouterr().err.strip().endswith("argument --learning-rate: expected a float, got 'abc'")
+
+
 def test_given_only_leaves_what_the_command_line_did_not_give_as_none():
     parser = argparse.ArgumentParser()
     add_field_options(parser, TrainConfig, skip=("extra",), given_only=True)

@@ -1,4 +1,5 @@
-"""The training loop on a tiny random model: resumption, skipping, divergence, normalisation, masking."""
+"""The training loop on a tiny random model: resumption, skipping, refusing another run's folder, damaged
+checkpoints, divergence, normalisation, masking."""
 
 import json
 import shutil
@@ -6,11 +7,14 @@ import shutil
 import pytest
 import torch
 
+import sdft_core.train as train_module
 from sdft_core.config import TrainConfig
 from sdft_core.data import Example
 from sdft_core.forward import completion_hidden, loss_weights
+from sdft_core.io import UnwritableFolder
 from sdft_core.rollout import Batch, HFSampler, completion_mask, generate
-from sdft_core.train import TrainingDiverged, data_order, full_batches, guided_fraction_at, run_id_for, train
+from sdft_core.train import (CorruptCheckpoint, RunFolderInUse, TrainingDiverged, data_order, full_batches,
+                             guided_fraction_at, run_id_for, train)
 
 EXAMPLES = [Example(f"e{i}", f"Question number {i}?", f"Answer {i}.", f"Context {i}.") for i in range(8)]
 
@@ -59,8 +63,60 @@ def test_finished_run_is_skipped_and_changed_config_retrains(tmp_path, tiny_mode
     assert (tmp_path / "run" / "model" / "config.json").exists()
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == first["steps"]
     changed = train(config(tiny_model_dir, method="sft", learning_rate=5e-4, save_model=True), EXAMPLES,
-                    tmp_path / "run", progress=False)
+                    tmp_path / "run", progress=False, overwrite=True)
     assert changed["run_id"] != first["run_id"]
+
+
+def folder_contents(folder):
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_folder_holding_another_run_is_refused_with_what_differs_and_left_untouched(tmp_path, tiny_model_dir,
+                                                                                      monkeypatch):
+    cfg = config(tiny_model_dir, method="sft")
+    train(cfg, EXAMPLES, tmp_path / "run", progress=False)
+    before = folder_contents(tmp_path / "run")
+    with pytest.raises(RunFolderInUse) as refused:
+        train(config(tiny_model_dir, method="sft", learning_rate=5e-4, epochs=2.0), EXAMPLES[:4], tmp_path / "run",
+              progress=False)
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path / 'run'} holds another run than the one asked for (")
+    assert "epochs 1.0 → 2.0; learning_rate 0.001 → 0.0005; the training data (8 examples there, 4 now))" in message
+    assert "training code" not in message and "overwrite=True" in message and "Nothing in it was changed" in message
+    # The same configuration and data under other training code: only the code is named.
+    monkeypatch.setattr(train_module, "training_code_fingerprint", lambda: "edited")
+    with pytest.raises(RunFolderInUse, match=r"asked for \(the training code \(sdft_core/\{config,data,"):
+        train(cfg, EXAMPLES, tmp_path / "run", progress=False)
+    assert folder_contents(tmp_path / "run") == before
+
+
+def test_a_damaged_checkpoint_is_named_and_discarded_only_with_overwrite(tmp_path, tiny_model_dir, capsys):
+    cfg = config(tiny_model_dir, method="sft")  # 4 steps
+    train(cfg, EXAMPLES, tmp_path / "run", stop_after_step=1, progress=False)
+    state = tmp_path / "run" / "checkpoint" / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a copy cut short
+    before = folder_contents(tmp_path / "run")
+    with pytest.raises(CorruptCheckpoint) as refused:
+        train(cfg, EXAMPLES, tmp_path / "run", progress=False)
+    message = str(refused.value)  # torch's first sentence, e.g. "... failed finding central directory", then ours
+    assert message.startswith(f"the checkpoint {state} cannot be read (") and "): it is damaged" in message
+    assert "internal miniz error" not in message and "overwrite=True" in message
+    assert folder_contents(tmp_path / "run") == before
+    summary = train(cfg, EXAMPLES, tmp_path / "run", progress=False, overwrite=True)
+    assert f"the checkpoint {state} cannot be read; discarding it: training starts from step 0." in \
+        capsys.readouterr().out
+    assert summary["steps"] == 4 and not state.parent.exists()
+    assert [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").open()] == [1, 2, 3, 4]
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_the_model_loads(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(train_module, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    (tmp_path / "taken").write_text("a file where the run folder should be")
+    with pytest.raises(UnwritableFolder, match=f"cannot write to the output folder {tmp_path / 'taken'} \\(it is a "
+                                               f"file, not a folder\\)"):
+        train(config(tiny_model_dir), EXAMPLES, tmp_path / "taken", progress=False)
+    with pytest.raises(UnwritableFolder, match=f"output folder {tmp_path / 'taken' / 'run'} \\(Not a directory"):
+        train(config(tiny_model_dir), EXAMPLES, tmp_path / "taken" / "run", progress=False)
 
 
 def test_non_finite_loss_stops_with_the_step(tmp_path, tiny_model_dir):

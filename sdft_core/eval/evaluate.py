@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from sdft_core.eval.stats import pass_at_k_curve
 from sdft_core.forward import completion_hidden, with_teacher_prompts
-from sdft_core.io import fingerprint, provenance, read_json, write_json
+from sdft_core.io import ensure_writable_folder, fingerprint, provenance, read_cache, write_json
 from sdft_core.loss import Divergence, stepwise_divergence
 from sdft_core.model import BASE, EMBEDDED_MODEL, load_model, load_tokenizer, model_to_load, weights_fingerprint
 from sdft_core.prompts import CONTEXT_PREFIX, chat_prompt, encode, student_prompt_ids, teacher_prompt_ids
@@ -121,10 +121,12 @@ def forgetting_metrics(model, base_model, tokenizer, general_prompts: list[str],
 
 
 def up_to_date(output_path: str, key: str, tag: str) -> dict | None:
-    """The cached result in `output_path` if it was computed for `key`, else None."""
-    if Path(output_path).exists() and (cached := read_json(output_path)).get("fingerprint") == key:
+    """The cached result in `output_path` if it was computed for `key`, else None (a file that cannot be read is
+    reported and computed again). On a miss, checks that the result can be written, before any model loads."""
+    if (cached := read_cache(output_path, tag)) is not None and cached.get("fingerprint") == key:
         print(f"[{tag}] {output_path} is up to date; skipping.")
         return cached
+    ensure_writable_folder(Path(output_path).parent)
     return None
 
 

@@ -38,7 +38,7 @@ from sdft_core.eval.offline_humaneval import (PROMPT_STYLES, complete_code, load
 from sdft_core.eval.offline_ifeval import load_ifeval_prompts, score_ifeval
 from sdft_core.eval.offline_mmlu import MMLU_FORMATS, load_mmlu, run_mmlu, subsample_mmlu
 from sdft_core.eval.stats import mean_ci, paired_comparison, seeded_subsample
-from sdft_core.io import fingerprint, provenance, read_json, use_hub_offline, write_json
+from sdft_core.io import ensure_writable_folder, fingerprint, provenance, read_cache, use_hub_offline, write_json
 from sdft_core.model import (EMBEDDED_MODEL, cache_dir, load_model, load_tokenizer, resolve_model_path,
                              weights_fingerprint)
 from sdft_core.options import add_field_options
@@ -249,7 +249,8 @@ def evaluate_prior_capabilities(model_name_or_path: str, output_path: str | Path
         raise ValueError("pass either a PriorCapabilitiesConfig or its fields as keyword arguments, not both")
     config = config or PriorCapabilitiesConfig(**settings)
     output_path = Path(output_path)
-    previous = read_json(output_path) if output_path.exists() else {}
+    previous = read_cache(output_path, "prior") or {}  # a file that cannot be read is reported and recomputed
+    ensure_writable_folder(output_path.parent)  # before the model loads
     model_key = weights_fingerprint(model_name_or_path)
     runner = (_OfflineRunner if config.suite == "offline" else _PaperRunner)(model_name_or_path, config)
     result = {"model": model_name_or_path, "model_fingerprint": model_key, "suite": config.suite,
