@@ -114,7 +114,7 @@ def test_the_pool_gives_the_sequential_results(tmp_path, sequential):
     pipeline.run_profile("smoke", tmp_path / "pool", targets=POOL_TARGETS, executor="pool", workers=2)
     assert comparable(results_of(tmp_path / "pool")) == sequential
     # Every step recorded its run, so a rerun runs nothing.
-    status = pipeline.step_status(pipeline.only(PROFILES["smoke"](str(tmp_path / "pool")), POOL_TARGETS),
+    status = pipeline.step_status(pipeline.only(pipeline.profile_steps("smoke", tmp_path / "pool"), POOL_TARGETS),
                                   tmp_path / "pool" / "_state", tmp_path / "pool" / "notebooks")
     assert {state for _, state, _ in status} == {"done"}
 
