@@ -12,7 +12,7 @@ PROFILE ?= tiny
 # Training seeds per run for `make reproduce` (empty: the profile's default, 3 for tiny and paper).
 SEEDS ?=
 
-.PHONY: demo test test-fast notebooks reproduce clean-venv
+.PHONY: demo test test-fast notebooks reproduce clean-venv lab
 
 $(INSTALLED): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,18 @@ test-fast: $(TEST_INSTALLED)
 # so an unchanged notebook stays byte-identical (and its pipeline steps stay cached).
 notebooks: $(INSTALLED)
 	$(BIN)/jupytext --to ipynb --update notebooks/*.py
+
+# JupyterLab (the `lab` extra, installed once into the same .venv) on the workshop notebook, with the kit's kernel
+# ("SDFT kit", registered by the normal install). docs/workshop.md says what the notebook shows.
+LAB_INSTALLED := $(VENV)/.installed-lab
+WORKSHOP_NOTEBOOK := notebooks/workshop_learning_facts.ipynb
+
+$(LAB_INSTALLED): $(INSTALLED)
+	$(BIN)/python -m pip install -q $(PIP_OPTIONS) -e ".[lab]"
+	touch $@
+
+lab: $(LAB_INSTALLED)
+	$(BIN)/jupyter lab $(WORKSHOP_NOTEBOOK)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,8 +17,8 @@ from experiments.plans import smoke_plan
 from experiments.report import KNOWLEDGE_COLUMNS
 
 SOURCES = sorted(NOTEBOOKS.glob("*.py"))
-# Notebooks for users' own work, not steps of any profile: tests/test_own_data.py runs own_data under papermill.
-STANDALONE = {"own_data"}
+# Notebooks for users, not steps of any profile: tests/test_own_data.py and tests/test_workshop.py run them.
+STANDALONE = {"own_data", "workshop_learning_facts"}
 
 
 def test_every_notebook_has_a_paired_source():
