@@ -64,7 +64,8 @@ TIME_SAFETY, MIN_TRAIN_MINUTES = 2.0, 4 * 60
 
 
 def _device(step: Step) -> str:
-    return step.parameters.get("config", step.parameters).get("device", step.parameters.get("device", "cpu"))
+    """Where a step computes: a training step's TrainConfig device, else the notebook's own `device` parameter."""
+    return step.parameters.get("config", {}).get("device", step.parameters.get("device", "cpu"))
 
 
 def resources_for(step: Step, estimated_hours: float | None = None, overrides: dict | None = None,
