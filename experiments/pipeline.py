@@ -315,12 +315,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--skip-upstream needs --only")
     if args.executor != "local" and args.skip_upstream:
         parser.error("--skip-upstream runs steps here: use it without --executor")
+    if args.dry_run and args.executor != "slurm":
+        parser.error("--dry-run lists the jobs of --executor slurm")
     placement = {} if args.executor == "local" else {
         "workers": args.workers, "gpus": args.gpus.split(",") if args.gpus else None, "partition": args.partition,
         "dry_run": args.dry_run, "wait": args.wait, "resources": read_json(args.resources) if args.resources else None}
     run_profile(args.profile, results, log_output=not args.quiet, targets=args.only, seeds=args.seeds,
                 skip_upstream=args.skip_upstream, executor=args.executor, **placement)
-    if args.executor == "slurm" and not (args.wait or args.dry_run):
+    if args.dry_run:
+        return
+    if args.executor == "slurm" and not args.wait:
         print("\nJobs submitted; rerun the same command to submit what is not done once they end.")
         return
     print(f"\nAll steps of profile {args.profile!r} finished in {time.perf_counter() - started:.0f} s.")
