@@ -151,7 +151,7 @@ def test_a_failed_slurm_job_cancels_its_dependants_and_is_named(tmp_path, slurm)
 def test_a_killed_training_job_resumes_from_its_checkpoint_when_resubmitted(tmp_path, slurm, tiny_model_dir):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "experiments.train_run", "--task", "knowledge", "--model", tiny_model_dir,
-               "--output-dir", str(run), "--method", "sft", "--max-train-examples", "8", "--epochs", "10",
+               "--output-dir", str(run), "--method", "sft", "--max-train-examples", "8", "--epochs", "25",
                "--batch-size", "2", "--micro-batch-size", "2", "--checkpoint-every", "1", "--warmup-steps", "0",
                "--learning-rate", "1e-3"]
     steps, command_of = [Step("train_run", "train")], lambda name: command
@@ -167,9 +167,9 @@ def test_a_killed_training_job_resumes_from_its_checkpoint_when_resubmitted(tmp_
     killed_at = torch.load(checkpoint, weights_only=True)["step"]
     executors.submit_slurm(steps, {"train_run"}, command_of, resources_for, tmp_path / "jobs", wait_for_jobs=True,
                            poll_seconds=1)
-    assert read_json(run / "summary.json")["steps"] == 40
+    assert read_json(run / "summary.json")["steps"] == 100  # long enough that scancel lands mid-run
     logs = "".join(path.read_text() for path in (tmp_path / "jobs").rglob("*_log.out"))
     assert f"from the checkpoint after step" in logs and killed_at >= 1
     # The resumed run's metrics are one line per step, as an uninterrupted run's.
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == list(
-        range(1, 41))
+        range(1, 101))
