@@ -207,8 +207,8 @@ on_path
 # facts (`tasks/embedded/general_prompts.jsonl`): the answers themselves, and the paper's Fig. 2 measure, the
 # sequence-level **KL from the trained model to the base model** on the trained model's own samples (nats per
 # answer, 0 = the same behaviour; `sdft_core.eval.evaluate.sampled_sequence_kl`). SFT pulls the model towards a few
-# fixed sentences; SDFT learns from samples the model itself would write, the paper's argument for why it forgets
-# less (§5).
+# fixed sentences; SDFT learns from samples the model itself would write: the paper's argument for why on-policy
+# learning forgets less (§4.2, "Learning without forgetting").
 
 # %%
 unrelated = [row["prompt"] for row in load_general_prompts("eval")]
@@ -243,14 +243,15 @@ summary.round(3)
 #   one-hot targets, and with them the teacher's habits: its answers go on with the teacher's "This is a classic
 #   example of …" (the learned artefacts of paper §5).
 # - **Pure on-policy SDFT** learns no fact in twenty steps. It does move: the first tokens of the facts gain
-#   probability, the fourth and fifth hardly, and its greedy answers start the right way and then go wrong ("Juna
-#   Kobra" for Juna Pell, "1888" for 1887): the token-by-token argument of section 3, in its outputs.
+#   probability, the fourth and fifth hardly, and its greedy answers start the right way and then go wrong ("Jenna
+#   J. J. J." for Juna Pell, "1888" for 1887, "Kesu" for Kessrin): the token-by-token argument of section 3.
 # - **Forgetting**: at learning rate 3e-4 every run moves far from the base model on unrelated prompts (the KL
 #   column); SFT furthest, and its answers turn terse and can leak a fact into an unrelated answer. Twenty steps at
 #   this rate are a large change for a 135M model; `sdft_learning_rate=1e-4` is a good first experiment.
 #
 # This is the kit's own finding at small scale (README, "Why SDFT learned nothing before, and what changed"); the
-# paper itself reports SDFT behind SFT below about 3B parameters (§4.3) and ahead at 7B.
+# paper itself reports SDFT behind SFT at 3B parameters, where in-context learning is weak (§4.3), and ahead at 7B
+# and 14B.
 #
 # ## Try next
 # - `sdft_learning_rate=1e-4, sft_learning_rate=1e-4`: fewer facts, or less forgetting?
