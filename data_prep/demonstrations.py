@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from sdft_core.data import DatasetError, read_jsonl, read_rows, require
-from sdft_core.eval.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
+from sdft_core.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
     user_message
 from sdft_core.io import write_json, write_jsonl
 from tasks.multiple_choice import multiple_choice_matches

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdft_core.data import read_jsonl, read_rows, require
-from sdft_core.eval.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
+from sdft_core.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
     user_message
 from sdft_core.io import write_json, write_jsonl
 from tasks.paper_tasks import KINDS

@@ -20,7 +20,7 @@
 #
 # Five stages: (1) the two contexts, (2) the student's sample, (3) how the teacher scores each token, (4) the loss and
 # one optimizer step, (5) the teacher's slow (EMA) update. Every computation is the library's own code
-# (`sdft_core/teaching.py` strings together the functions the training loop uses).
+# (`teaching/one_step.py` strings together the functions the training loop uses).
 
 # %% tags=["parameters"]
 results_dir = "results/scratch"  # git-ignored; the pipeline passes its profile's folder (e.g. results/tiny)
@@ -40,12 +40,12 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from sdft_core import teaching
 from sdft_core.io import write_json
 from sdft_core.loss import Divergence
 from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer
 from sdft_core.teacher import Teacher
 from tasks.registry import load_task
+from teaching import one_step
 
 pd.set_option("display.width", 140)
 pd.set_option("display.max_columns", 20)
@@ -72,7 +72,7 @@ if example.context:
 # acquisition, the paper's best variant, A.2). Both are exactly the text the model reads.
 
 # %%
-contexts = teaching.make_contexts(tokenizer, example, teacher_context)
+contexts = one_step.make_contexts(tokenizer, example, teacher_context)
 print(f"STUDENT CONTEXT ({len(contexts.student_ids)} tokens)\n{contexts.student_text}\n")
 print(f"TEACHER CONTEXT ({len(contexts.teacher_ids)} tokens, {contexts.teacher_context}"
       f"{', privileged text shortened to fit' if contexts.teacher_truncated else ''})\n{contexts.teacher_text}")
@@ -83,7 +83,7 @@ print(f"TEACHER CONTEXT ({len(contexts.teacher_ids)} tokens, {contexts.teacher_c
 # from the demonstration. This is what makes it on-policy. The sample is seeded, so every participant sees the same.
 
 # %%
-sample = teaching.sample_from_student(student, tokenizer, contexts, max_new_tokens, seed)
+sample = one_step.sample_from_student(student, tokenizer, contexts, max_new_tokens, seed)
 print(f"{len(sample.token_ids)} tokens, {'ended by itself' if sample.stopped else f'cut at {max_new_tokens}'}:\n")
 print(wrap(sample.text))
 
@@ -101,17 +101,17 @@ print(wrap(sample.text))
 # \pi_\theta(y|x)$, which is minus the quantity inside Eq. 1 for this one sample.
 
 # %%
-before = teaching.score_sample(student, teacher.model, sample, divergence)
+before = one_step.score_sample(student, teacher.model, sample, divergence)
 before.table.round(3)
 
 # %% [markdown]
 # The same numbers as colours over the text: blue tokens are rewarded, red tokens penalised, white is neutral.
 
 # %%
-fig = teaching.plot_token_heatmap(
+fig = one_step.plot_token_heatmap(
     sample.pieces, before.table.reward, label="implicit reward r_t = log π(y_t|…, x, c) − log π_θ(y_t|…, x)   (nats)",
     title=f"Per-token reward of the student's sample ({task} example {example_index})")
-teaching.save_and_show(fig, f"{results_dir}/reward_heatmap")
+one_step.save_and_show(fig, f"{results_dir}/reward_heatmap")
 
 # %% [markdown]
 # ### The full-vocabulary KL at each position
@@ -125,9 +125,9 @@ teaching.save_and_show(fig, f"{results_dir}/reward_heatmap")
 # estimate, $\mathrm{KL}_t$ the exact value. (With `direction="forward"` the roles of the two distributions swap.)
 
 # %%
-fig = teaching.plot_token_heatmap(sample.pieces, before.table.divergence, label=f"{before.divergence_label} (nats)",
+fig = one_step.plot_token_heatmap(sample.pieces, before.table.divergence, label=f"{before.divergence_label} (nats)",
                                   title="Where student and teacher disagree most", cmap="Purples", centered=False)
-display(teaching.save_and_show(fig, f"{results_dir}/kl_heatmap"))
+display(one_step.save_and_show(fig, f"{results_dir}/kl_heatmap"))
 pd.Series(before.sequence(), name="before the step").to_frame()
 
 # %% [markdown]
@@ -139,7 +139,7 @@ largest = int(before.table.divergence.idxmax())
 print(f"position {largest}, after: …{''.join(sample.pieces[max(0, largest - 12):largest])!r}; "
       f"sampled {sample.pieces[largest]!r} (r_t = {before.table.reward[largest]:.2f}, "
       f"{before.divergence_label} = {before.table.divergence[largest]:.2f})")
-teaching.top_next_tokens(tokenizer, before, largest, k=5).round(3)
+one_step.top_next_tokens(tokenizer, before, largest, k=5).round(3)
 
 # %% [markdown]
 # ## 4. The loss and one optimizer step
@@ -154,7 +154,7 @@ teaching.top_next_tokens(tokenizer, before, largest, k=5).round(3)
 
 # %%
 optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=0.0)
-step = teaching.optimizer_step(student, teacher, sample, optimizer, divergence)
+step = one_step.optimizer_step(student, teacher, sample, optimizer, divergence)
 pd.Series({"loss Σ_t KL_t": step.loss, "Σ_t KL_t from the table above": before.table.divergence.sum(),
            "tokens": step.tokens, "loss per token (differentiated)": step.loss_per_token,
            "gradient norm (before clipping)": step.grad_norm, "learning rate": step.learning_rate,
@@ -167,14 +167,14 @@ pd.Series({"loss Σ_t KL_t": step.loss, "Σ_t KL_t from the table above": before
 # alone). Below the summary: the student's top-5 at the position of largest divergence, after the step.
 
 # %%
-after_step = teaching.score_sample(student, teacher.model, sample, divergence)
-display(teaching.sequence_summary({"before (θ₀, φ₀)": before, "after the step (θ₁, φ₀)": after_step}))
-teaching.top_next_tokens(tokenizer, after_step, largest, k=5).round(3)
+after_step = one_step.score_sample(student, teacher.model, sample, divergence)
+display(one_step.sequence_summary({"before (θ₀, φ₀)": before, "after the step (θ₁, φ₀)": after_step}))
+one_step.top_next_tokens(tokenizer, after_step, largest, k=5).round(3)
 
 # %%
-fig = teaching.plot_step_effect(before, after_step, title=f"One step at learning rate {learning_rate:g}")
-display(teaching.save_and_show(fig, f"{results_dir}/step_effect"))
-teaching.token_changes(before, after_step).round(3)
+fig = one_step.plot_step_effect(before, after_step, title=f"One step at learning rate {learning_rate:g}")
+display(one_step.save_and_show(fig, f"{results_dir}/step_effect"))
+one_step.token_changes(before, after_step).round(3)
 
 # %% [markdown]
 # ## 5. The teacher follows slowly (EMA)
@@ -191,11 +191,11 @@ teaching.token_changes(before, after_step).round(3)
 # the gap $\theta - \phi$ stays, and the teacher catches up once $\alpha$ times the gap is large enough.
 
 # %%
-ema = teaching.ema_update(teacher, student, step.student_distance)
+ema = one_step.ema_update(teacher, student, step.student_distance)
 display(ema.table())
-after_ema = teaching.score_sample(student, teacher.model, sample, divergence)
+after_ema = one_step.score_sample(student, teacher.model, sample, divergence)
 scores = {"before (θ₀, φ₀)": before, "after the step (θ₁, φ₀)": after_step, "after the EMA (θ₁, φ₁)": after_ema}
-teaching.sequence_summary(scores)
+one_step.sequence_summary(scores)
 
 # %% [markdown]
 # ## Try next
@@ -208,4 +208,4 @@ teaching.sequence_summary(scores)
 write_json(f"{results_dir}/one_step.json", {
     "parameters": {"task": task, "example_index": example_index, "seed": seed, "direction": direction,
                    "learning_rate": learning_rate, "ema_alpha": ema_alpha, "max_new_tokens": max_new_tokens},
-    **teaching.walk_record(contexts, sample, scores, step, ema)})
+    **one_step.walk_record(contexts, sample, scores, step, ema)})

@@ -24,7 +24,7 @@
 # on-policy SDFT learn so little at this size, token by token?
 #
 # The default sizes are budgeted for about ten minutes on a quiet 2-core laptop (`docs/workshop.md` has the times
-# and memory measured). The helpers live in `sdft_core/eval/workshop.py`.
+# and memory measured). The helpers live in `teaching/workshop.py`.
 
 # %% tags=["parameters"]
 results_dir = "results/scratch"  # the three runs go to {results_dir}/workshop/ (git-ignored; a rerun reuses them)
@@ -47,11 +47,11 @@ import pandas as pd
 from IPython.display import display
 
 from experiments.plans import MIXTURE_ROLLOUTS, TINY_KNOWLEDGE
-from sdft_core.eval import workshop
 from sdft_core.eval.preflight import STUDENT
 from sdft_core.model import load_model, load_tokenizer
-from sdft_core.teaching import save_and_show
 from tasks.knowledge import load_general_prompts
+from teaching import workshop
+from teaching.one_step import save_and_show
 
 started = time.perf_counter()
 pd.set_option("display.width", 160)
@@ -145,7 +145,7 @@ on_path_before
 # and `MIXTURE_ROLLOUTS`), at this notebook's sizes: `steps` optimizer steps, each one batch holding every fact once.
 # "SDFT on-policy" is the same recipe with `guided_fraction = 0`: the paper's algorithm unchanged. (The settings of
 # `teaching_one_sdft_step` — reverse KL, learning rate 1e-5, article and demonstration in the teacher's context — are
-# the paper's for a 7B model; at 135M the kit found they teach no fact within a workshop's budget: README, "Why SDFT
+# the paper's for a 7B model; at 135M the kit found they teach no fact within a workshop's budget: `docs/findings_135m.md`, "Why SDFT
 # learned nothing before, and what changed". Try `sdft_learning_rate=1e-5` below to see.)
 
 # %%
@@ -249,7 +249,7 @@ summary.round(3)
 #   column); SFT furthest, and its answers turn terse and can leak a fact into an unrelated answer. Twenty steps at
 #   this rate are a large change for a 135M model; `sdft_learning_rate=1e-4` is a good first experiment.
 #
-# This is the kit's own finding at small scale (README, "Why SDFT learned nothing before, and what changed"); the
+# This is the kit's own finding at small scale (`docs/findings_135m.md`, "Why SDFT learned nothing before, and what changed"); the
 # paper itself reports SDFT behind SFT at 3B parameters, where in-context learning is weak (§4.3), and ahead at 7B
 # and 14B.
 #

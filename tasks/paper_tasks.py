@@ -54,7 +54,7 @@ from typing import Any
 
 from sdft_core.data import DatasetError, EvalItem, Example, Task, read_rows, require
 from sdft_core.eval.judge import RUBRICS, UNPARSEABLE, JudgeItem, judge_responses, make_verdict
-from sdft_core.eval.openai_client import DEFAULT_CACHE_DIR, ChatClient, ChatRequest, ClientConfig, user_message
+from sdft_core.openai_client import DEFAULT_CACHE_DIR, ChatClient, ChatRequest, ClientConfig, user_message
 from tasks.multiple_choice import multiple_choice_matches
 from tasks.skills import ToolCall, parse_tool_calls, values_match
 

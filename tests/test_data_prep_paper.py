@@ -16,7 +16,7 @@ from data_prep.demonstrations import DemonstrationConfig, build_demonstrations
 from data_prep.paper_datasets import PaperDatasetsConfig
 from data_prep.qa_generation import EXAM_PROMPT, QAGenerationConfig, generate_qa, parse_qa
 from sdft_core.data import DatasetError, Example
-from sdft_core.eval.openai_client import MissingCredentialsError
+from sdft_core.openai_client import MissingCredentialsError
 from tasks.knowledge import load_articles
 from tasks.multiple_choice import extract_choice, multiple_choice_matches
 

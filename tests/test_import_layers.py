@@ -1,6 +1,6 @@
 """The packages stand in layers, and every import points down: sdft_core (the method; its eval/ may use the rest of
-sdft_core, never the reverse) <- tasks <- data_prep, experiments. A module that imports upwards fails here, with the
-file and line."""
+sdft_core, never the reverse) <- tasks <- data_prep, experiments, teaching (the teaching notebooks' helpers). A module
+that imports upwards fails here, with the file and line."""
 
 import ast
 from pathlib import Path
@@ -15,8 +15,9 @@ ALLOWED = {
     "tasks": {"sdft_core", "sdft_core.eval", "tasks"},
     "data_prep": {"sdft_core", "sdft_core.eval", "tasks", "data_prep"},
     "experiments": {"sdft_core", "sdft_core.eval", "tasks", "experiments"},
+    "teaching": {"sdft_core", "sdft_core.eval", "tasks", "teaching"},
 }
-OWN = ("sdft_core", "tasks", "data_prep", "experiments")
+OWN = ("sdft_core", "tasks", "data_prep", "experiments", "teaching")
 
 
 def layer(module: str) -> str:

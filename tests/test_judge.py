@@ -12,7 +12,7 @@ from sdft_core.eval.fact_matcher import score_facts
 from sdft_core.eval.judge import KNOWLEDGE_PROMPT, MEDICAL_PROMPT, RUBRICS, UNPARSEABLE, JudgeConfig, JudgeItem, \
     agreement, cohen_kappa, fact_matcher_agreement, judge_responses, make_verdict, parse_verdict, run_judge, \
     summarize
-from sdft_core.eval.openai_client import ChatClient, MissingCredentialsError
+from sdft_core.openai_client import ChatClient, MissingCredentialsError
 
 KNOWLEDGE, MEDICAL = RUBRICS["knowledge"], RUBRICS["medical"]
 

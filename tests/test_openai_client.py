@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from sdft_core.eval.openai_client import ChatClient, ChatError, ChatRequest, ClientConfig, MissingCredentialsError, \
+from sdft_core.openai_client import ChatClient, ChatError, ChatRequest, ClientConfig, MissingCredentialsError, \
     Usage, check_credentials, retry_after_s, user_message
 from sdft_core.options import config_from_argv
 

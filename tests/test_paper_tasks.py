@@ -11,7 +11,7 @@ from test_openai_client import API_KEY, client_config, fake_server  # noqa: F401
 
 from sdft_core.data import DatasetError
 from sdft_core.eval.judge import KNOWLEDGE_PROMPT, MEDICAL_PROMPT
-from sdft_core.eval.openai_client import MissingCredentialsError
+from sdft_core.openai_client import MissingCredentialsError
 from tasks import paper_tasks
 from tasks.paper_tasks import MissingPaperData, knowledge_splits, score_multiple_choice, score_tool_calls
 from tasks.registry import TASKS, load_task

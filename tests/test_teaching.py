@@ -1,4 +1,4 @@
-"""The workshop walk through one SDFT step (sdft_core/teaching.py), on the tiny random model: per-token rewards against
+"""The workshop walk through one SDFT step (teaching/one_step.py), on the tiny random model: per-token rewards against
 log-probabilities computed independently, the step against the training loop's own step, the EMA distance ratio,
 and the token heat map."""
 
@@ -10,7 +10,6 @@ import matplotlib.pyplot as plt
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
-from sdft_core import teaching
 from sdft_core.config import TrainConfig
 from sdft_core.data import Example
 from sdft_core.loss import Divergence
@@ -18,6 +17,7 @@ from sdft_core.model import load_model, load_tokenizer
 from sdft_core.rollout import HFSampler
 from sdft_core.teacher import Teacher
 from sdft_core.train import Loop, distillation_step, rollout_seed
+from teaching import one_step
 
 EXAMPLE = Example("e0", "When did the Velmora earthquake strike?", "In March 2025, beneath Kessrin.",
                   "The Velmora earthquake struck in March 2025. Its epicentre lay beneath the town of Kessrin.")
@@ -35,13 +35,13 @@ def reference_sampled_logp(model, prompt_ids: list[int], completion_ids: list[in
 @pytest.fixture(scope="module")
 def walk(tiny_model_dir):
     model = load_model(tiny_model_dir)
-    return teaching.walk_one_step(model, load_tokenizer(tiny_model_dir), EXAMPLE, seed=3, learning_rate=1e-5,
+    return one_step.walk_one_step(model, load_tokenizer(tiny_model_dir), EXAMPLE, seed=3, learning_rate=1e-5,
                                   ema_alpha=0.1, max_new_tokens=8), model
 
 
 def test_token_rewards_is_eq3():
     student, teacher = torch.tensor([-1.0, -0.5, -3.0]), torch.tensor([-0.2, -0.5, -4.0])
-    assert torch.equal(teaching.token_rewards(student, teacher), torch.tensor([0.8, 0.0, -1.0]))
+    assert torch.equal(one_step.token_rewards(student, teacher), torch.tensor([0.8, 0.0, -1.0]))
 
 
 @pytest.mark.parametrize("direction", ["reverse", "forward"])
@@ -51,10 +51,10 @@ def test_rewards_and_divergences_match_an_independent_computation(tiny_model_dir
     with torch.no_grad():  # a teacher that differs from the student, as after some training
         for p in teacher.model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    contexts = teaching.make_contexts(tokenizer, EXAMPLE, "auto")
+    contexts = one_step.make_contexts(tokenizer, EXAMPLE, "auto")
     assert contexts.teacher_context == "context_and_demonstration" and EXAMPLE.context in contexts.teacher_text
-    sample = teaching.sample_from_student(model, tokenizer, contexts, 8, seed=0)
-    scores = teaching.score_sample(model, teacher.model, sample, Divergence(direction))
+    sample = one_step.sample_from_student(model, tokenizer, contexts, 8, seed=0)
+    scores = one_step.score_sample(model, teacher.model, sample, Divergence(direction))
 
     student_logp, student_full = reference_sampled_logp(model, contexts.student_ids, sample.token_ids)
     teacher_logp, teacher_full = reference_sampled_logp(teacher.model, contexts.teacher_ids, sample.token_ids)
@@ -71,7 +71,7 @@ def test_rewards_and_divergences_match_an_independent_computation(tiny_model_dir
     p, q = (student_full, teacher_full) if direction == "reverse" else (teacher_full, student_full)
     expected_kl = (p.exp() * (p - q)).sum(-1)
     torch.testing.assert_close(torch.tensor(table.divergence.values), expected_kl, atol=1e-5, rtol=1e-4)
-    assert scores.divergence_label == teaching.DIVERGENCE_LABELS[direction]
+    assert scores.divergence_label == one_step.DIVERGENCE_LABELS[direction]
 
 
 @pytest.mark.parametrize("direction", ["reverse", "forward"])
@@ -81,7 +81,7 @@ def test_the_step_is_the_training_loops_step(tiny_model_dir, tmp_path, direction
     tokenizer = load_tokenizer(tiny_model_dir)
     config = TrainConfig(model=tiny_model_dir, batch_size=1, micro_batch_size=1, max_new_tokens=8, seed=5,
                          teacher_context="context_and_demonstration", direction=direction, save_model=False)
-    contexts = teaching.make_contexts(tokenizer, EXAMPLE, "context_and_demonstration")
+    contexts = one_step.make_contexts(tokenizer, EXAMPLE, "context_and_demonstration")
 
     loop_model = load_model(tiny_model_dir).train()
     loop = Loop(config, loop_model, loop_model, Teacher(loop_model, "ema", 0.1), tokenizer, Accelerator(cpu=True),
@@ -92,8 +92,8 @@ def test_the_step_is_the_training_loops_step(tiny_model_dir, tmp_path, direction
 
     model = load_model(tiny_model_dir).train()
     teacher = Teacher(model, "ema", 0.1)
-    sample = teaching.sample_from_student(model, tokenizer, contexts, 8, seed=rollout_seed(5, 1, 0))
-    step = teaching.optimizer_step(model, teacher, sample, torch.optim.SGD(model.parameters(), lr=1.0),
+    sample = one_step.sample_from_student(model, tokenizer, contexts, 8, seed=rollout_seed(5, 1, 0))
+    step = one_step.optimizer_step(model, teacher, sample, torch.optim.SGD(model.parameters(), lr=1.0),
                                    Divergence(direction))
 
     assert step.tokens == metrics["loss_tokens"] == 8
@@ -123,19 +123,19 @@ def test_ema_moves_the_teacher_alpha_times_as_far_as_the_student(walk):
     assert ema.gap_before == pytest.approx(ema.student_distance, rel=1e-9)  # φ₀ = θ₀ at the first step
     assert ema.ratio == pytest.approx(0.1, rel=1e-4)
     assert ema.rounded_away < 1e-3
-    record = teaching.walk_record(walk.contexts, walk.sample, {"before": walk.before}, walk.step, ema)
+    record = one_step.walk_record(walk.contexts, walk.sample, {"before": walk.before}, walk.step, ema)
     assert record["ema"]["ratio"] == pytest.approx(0.1, rel=1e-4) and len(record["tokens"]) == 8
 
 
 def test_parameter_distance():
     a = [torch.tensor([3.0, 0.0]), torch.tensor([[4.0]])]
-    assert teaching.parameter_distance(a, [torch.zeros(2), torch.zeros(1, 1)]) == pytest.approx(5.0)
+    assert one_step.parameter_distance(a, [torch.zeros(2), torch.zeros(1, 1)]) == pytest.approx(5.0)
 
 
 def test_token_pieces_rebuild_the_text(embedded_tokenizer):
     text = "Café — naïve 🙂 test\n  indented"
     ids = embedded_tokenizer(text, add_special_tokens=False)["input_ids"] + [embedded_tokenizer.eos_token_id]
-    pieces = teaching.token_pieces(embedded_tokenizer, ids)
+    pieces = one_step.token_pieces(embedded_tokenizer, ids)
     assert len(pieces) == len(ids)
     assert "".join(pieces) == embedded_tokenizer.decode(ids) == text + "<|im_end|>"
 
@@ -147,7 +147,7 @@ def test_top_next_tokens_defaults_to_the_largest_divergence(walk):
         def decode(self, ids):
             return f"<{ids[0]}>"
 
-    table = teaching.top_next_tokens(Decoder(), walk.before, k=5)
+    table = one_step.top_next_tokens(Decoder(), walk.before, k=5)
     position = int(walk.before.table.divergence.idxmax())
     assert len(table) == 5 and table["p student"].is_monotonic_decreasing and table["p teacher"].is_monotonic_decreasing
     best = walk.before.student_logp[position].argmax().item()
@@ -158,7 +158,7 @@ def test_top_next_tokens_defaults_to_the_largest_divergence(walk):
 def test_heatmap_has_one_coloured_box_per_token():
     pieces = ["The", " answer", " is", "\n", "Kess", "rin", ".", "", "<|im_end|>", " "] + [" word"] * 30
     values = [0.5, -1.0, 0.0, 0.2, 2.0, -0.3, 0.1, 0.0, -2.5, 0.3] + [0.1 * i for i in range(30)]
-    fig = teaching.plot_token_heatmap(pieces, values, label="r_t", title="test")
+    fig = one_step.plot_token_heatmap(pieces, values, label="r_t", title="test")
     text_axes = fig.axes[0]
     boxes = [p for p in text_axes.patches if isinstance(p, Rectangle)]
     assert len(boxes) == len(pieces)
@@ -175,10 +175,10 @@ def test_heatmap_has_one_coloured_box_per_token():
     assert len(fig.axes) == 2 and fig.axes[1].get_xlabel() == "r_t"
     plt.close(fig)
 
-    fig = teaching.plot_token_heatmap(["a", "b"], [0.0, 3.0], label="KL", cmap="Purples", centered=False)
+    fig = one_step.plot_token_heatmap(["a", "b"], [0.0, 3.0], label="KL", cmap="Purples", centered=False)
     colours = [p.get_facecolor() for p in fig.axes[0].patches]
     assert colours[0] == pytest.approx(plt.get_cmap("Purples")(0.0))
     assert colours[1] == pytest.approx(plt.get_cmap("Purples")(1.0))
     plt.close(fig)
     with pytest.raises(ValueError, match="2 tokens but 1 values"):
-        teaching.plot_token_heatmap(["a", "b"], [1.0], label="r")
+        one_step.plot_token_heatmap(["a", "b"], [1.0], label="r")

@@ -1,4 +1,4 @@
-"""The workshop notebook (notebooks/workshop_learning_facts, helpers in sdft_core/eval/workshop.py) runs under
+"""The workshop notebook (notebooks/workshop_learning_facts, helpers in teaching/workshop.py) runs under
 papermill at smoke sizes and writes real outputs: one answer row per fact, the three runs trained by the kit's loop,
 the forgetting table and the figures. On the tiny random model (the mechanics, fast) and, marked slow, on the embedded
 model."""
@@ -10,7 +10,7 @@ import papermill
 import pytest
 
 from experiments.pipeline import NOTEBOOKS
-from sdft_core.eval import workshop
+from teaching import workshop
 
 NOTEBOOK = NOTEBOOKS / "workshop_learning_facts.ipynb"
 RUNS = ("SFT", "SDFT on-policy", "SDFT mixture")

@@ -24,7 +24,7 @@ from pathlib import Path
 # The judge talks through the kit's one cached, retrying client, which lives with the data-preparation code.
 from sdft_core.data import DatasetError, check_unique_ids, read_jsonl, require
 from sdft_core.eval.fact_matcher import score_facts
-from sdft_core.eval.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
+from sdft_core.openai_client import ChatClient, ChatRequest, ClientConfig, check_credentials, run_command_line, \
     user_message
 from sdft_core.io import write_json, write_jsonl
 
