@@ -47,7 +47,7 @@ SEARCH_BASE = {"method": "sdft", "epochs": 4.0, "batch_size": 8, "micro_batch_si
                "learning_rate": 3e-4, "teacher_context": "demonstration", "temperature": 1.0}
 
 CANDIDATES: dict[str, dict] = {
-    # The demo's setting before this search (README "The demo on this machine"), as the reference point.
+    # The demo's setting before this search (docs/searches.md), as the reference point.
     "demo_before": {"learning_rate": 1.5e-4, "max_new_tokens": 32, "warmup_steps": 10,
                     "teacher_context": "context_and_demonstration"},
     # Pure on-policy (the paper's SDFT) with the better teacher context of the pre-flight (answer only), at two

@@ -31,7 +31,7 @@ class TrainConfig:
     """"float32"; "bfloat16": mixed precision, the weights, gradients and AdamW state in float32 (the master copy),
     forwards and backwards under bf16 autocast, so that an Adam step of the paper's size (~lr, 5e-6 … 5e-5) is kept
     where bf16 weights would round it away; "bfloat16_pure": weights and AdamW state in bf16 too (half the memory of
-    the student, its gradients and optimizer state; loses most updates below ~lr 1e-4, see README "Paper scale";
+    the student, its gradients and optimizer state; loses most updates below ~lr 1e-4, see docs/paper_scale.md;
     a warning is printed). bf16 is for GPUs: on a CPU without AVX-512/AMX it is ~30x slower than float32."""
     device: str = "cpu"
     """"cpu" or "cuda"."""
@@ -48,8 +48,9 @@ class TrainConfig:
     # --- Parameter-efficient fine-tuning (LoRA, sdft_core/lora.py) ------------------------------------------------
     lora_rank: int | None = None
     """None: full fine-tuning (the paper). An integer r: train a rank-r LoRA adapter over the frozen base instead;
-    the EMA teacher becomes a second adapter over the same base (README "LoRA"), so the base is held once. The
-    saved model/ is the merged student (every evaluation works unchanged); adapter/ holds the adapter alone."""
+    the EMA teacher becomes a second adapter over the same base (docs/paper_scale.md, "LoRA"), so the base is held
+    once. The saved model/ is the merged student (every evaluation works unchanged); adapter/ holds the adapter
+    alone."""
     lora_alpha: float = 32.0
     """LoRA scaling numerator: the adapter's update is (lora_alpha / lora_rank)·B·A."""
     lora_dropout: float = 0.0
@@ -218,7 +219,7 @@ class TrainConfig:
 
 # Named presets. Each holds the fields of one recipe; the fields given to preset_config win over it.
 #
-# paper_as_written and paper_as_run (README "Presets: the paper as written and as run" explains why the two differ):
+# paper_as_written and paper_as_run (docs/method.md, "Presets", explains why the two differ):
 # the paper as written (§3: reverse KL) and as the authors' released code runs it (per-token forward KL over the full
 # vocabulary). Both: analytic per-token estimator, one rollout per prompt, EMA teacher with α = 0.01 (best of the
 # paper's sweep {0.01, 0.02, 0.05}), loss masked on the first 3 completion tokens (§5). The optimisation fields stay
@@ -226,17 +227,17 @@ class TrainConfig:
 # length (2048, the paper's skill runs): they are for 7B-scale models on GPUs.
 #
 # small_model: the recipe that learns at 135M on this CPU: SDFT's loss and EMA teacher with mixture rollouts, the
-# candidate chosen on validation by the recipe search (README "The recipe search (validation only)";
+# candidate chosen on validation by the recipe search (docs/searches.md, "The recipe search";
 # results/tiny/recipe_search/summary.md) and the knowledge task's SDFT row of the tiny profile
 # (experiments/plans.py TINY_KNOWLEDGE reuses it). Evidence that it learns: results/tiny/table1_knowledge.md and
 # results/tiny/knowledge_recipe_3seeds.md (3 seeds: 21.7% strict / 64.2% lenient on the test questions, from 0 /
-# 2.5 for the base model) and README "Why SDFT learned nothing before, and what changed", where pure on-policy SDFT
+# 2.5 for the base model) and docs/findings_135m.md, where pure on-policy SDFT
 # (guided_fraction 0, as in the paper's presets) learns no fact at this size within the demo's budget. Its fields:
 # - learning_rate 3e-4, epochs 4, batch 8 (one micro-batch), 4 warm-up steps: 30× the paper's step size, for a
 #   budget of a few dozen steps (the search's shared settings, experiments/recipe_search.py SEARCH_BASE, at which
 #   its SFT control learns too);
 # - direction "forward": mass-covering, so a fact the student gives almost no probability still gets a push
-#   (README "Presets"); the authors' code runs it too;
+#   (docs/method.md, "Presets"); the authors' code runs it too;
 # - guided_fraction 1.0 with guided_by "demonstration": DAgger-style mixture rollouts, the demonstration as the
 #   first steps' rollouts falling to none by the last (why: TrainConfig.guided_fraction; measured: the search's
 #   guided_demonstration_1.0 candidate: 33.3% validation strict at rung 1, where every pure on-policy candidate
@@ -245,9 +246,10 @@ class TrainConfig:
 #   answer of a sentence or two and short enough for CPU steps of seconds (2048 tokens would be ~40× the cost);
 #   a longer answer needs a longer budget (the own-data command warns when demonstrations exceed it);
 # - teacher_context "demonstration" (TrainConfig's default, stated because it is a finding of the recipe, not of
-#   one task): at 135M the answer is the teacher context that teaches; source text makes a weaker teacher (README
-#   "Why SDFT learned nothing before" item 1: 75% strict with the answer, 44% with article and answer, 0% with the
-#   article alone; results/tiny/fig7_teacher_context.md). Data without source text is unaffected;
+#   one task): at 135M the answer is the teacher context that teaches; source text makes a weaker teacher
+#   (docs/findings_135m.md, "Why SDFT learned nothing before" item 1: 75% strict with the answer, 44% with article
+#   and answer, 0% with the article alone; results/tiny/fig7_teacher_context.md). Data without source text is
+#   unaffected;
 # - EMA teacher with α = 0.01 as the paper; no first-token mask (masking 3 tokens lowered every score at rung 1 of
 #   the search), so mask_first_tokens keeps TrainConfig's 0.
 PRESETS = {
