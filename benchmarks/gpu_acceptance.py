@@ -39,7 +39,9 @@ What it checks (exit status 1 with the reasons if any check fails; everything is
 Every run must finish its steps with finite losses. For each: median seconds per step (the first step, a warm-up, is
 left out when there are more than two), completion tokens per second over those steps, peak GPU memory
 (`torch.cuda.max_memory_allocated`, reset between runs; on CPU the process's peak RSS so far, which never goes
-down), the final loss. The machine (GPU, torch and CUDA versions, CPU model and cores) is recorded with the table.
+down), the final loss. The machine (`sdft_core.io.machine_header`: GPU, CPU model and cores, torch threads, the torch
+build and its CUDA, Python, commit, date; here also cuDNN, accelerate, peft) is printed above the table and recorded
+in the JSON ("machine", its one-line text under "header").
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ import gc
 import json
 import math
 import os
-import platform
 import random
 import resource
 import socket
@@ -75,7 +76,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from sdft_core.config import TrainConfig
 from sdft_core.data import Example
 from sdft_core.forward import completion_hidden, loss_weights, with_teacher_prompts
-from sdft_core.io import provenance
+from sdft_core.io import machine_details, machine_header, provenance
 from sdft_core.loss import distillation_loss
 from sdft_core.model import EMBEDDED_MODEL, load_tokenizer
 from sdft_core.prompts import TruncationCounter, student_prompt_ids, teacher_prompt_ids
@@ -131,20 +132,14 @@ def parse_args() -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------------------------------
 
 def machine(device: str) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    """`sdft_core.io.machine_details()` (CPU model and cores, torch threads and build, Python, commit, date) and its
+    one-line `header`, plus the device used, cuDNN, accelerate and peft; "gpu" names the GPU only when it is used."""
+    details = machine_details()
     cuda = device == "cuda"
-    return {"device": device, "gpu": torch.cuda.get_device_name(0) if cuda else None,
-            "gpu_count": torch.cuda.device_count() if cuda else 0, "torch": torch.__version__,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
-            "peft": peft.__version__, "python": platform.python_version(), "cpu": cpu, "cpu_cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads()}
+    return {**details, "header": machine_header(details), "device": device,
+            "gpu": details["gpu"] if cuda else None, "gpu_count": details["gpu_count"] if cuda else 0,
+            "cudnn": torch.backends.cudnn.version() if cuda else None, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__, "peft": peft.__version__}
 
 
 def find_tokenizer(path: str | None):
@@ -340,9 +335,8 @@ def main() -> int:
     steps = args.steps or size["steps"]
     output = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="gpu_acceptance-")) / "results.json"
     info = machine(args.device)
-    print(f"[gpu_acceptance] {info['gpu'] or info['cpu']}; torch {info['torch']} (CUDA {info['cuda']}), "
-          f"transformers {info['transformers']}, accelerate {info['accelerate']}, peft {info['peft']}; "
-          f"CPU {info['cpu']} x{info['cpu_cores']}", flush=True)
+    print(f"[gpu_acceptance] {info['header']}; accelerate {info['accelerate']}, peft {info['peft']}, "
+          f"cuDNN {info['cudnn']}", flush=True)
     tokenizer, tokenizer_source = find_tokenizer(args.tokenizer)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_acceptance-work-") as work_name:
@@ -383,7 +377,8 @@ def main() -> int:
         failures += run_failures(run, steps)
 
     memory = "peak GPU GB" if args.device == "cuda" else "peak RSS GB (process)"
-    print(f"\n{info['gpu'] or info['cpu']}, {parameters / 1e6:.0f}M-parameter random Qwen2, bf16 mixed precision, "
+    print(f"\n{info['header']}")
+    print(f"{info['gpu'] or info['cpu']}, {parameters / 1e6:.0f}M-parameter random Qwen2, bf16 mixed precision, "
           f"SDFT with HF rollouts and EMA teacher, batch {size['batch_size']} (micro {size['micro_batch_size']}), "
           f"completions ≤ {size['max_new_tokens']} tokens, {steps} steps; medians without the first step")
     print(f"| run | steps | s / step | rollout s / step | completion tokens / s | {memory} | final loss | sharded |")

@@ -9,7 +9,8 @@ Qwen2.5 0.5B / 1.5B / 7B configurations (benchmarks/configs/), bf16, chunked vs 
 No weights or tokenizers are needed (random initialisation; the step does not depend on the values), so this runs
 on a machine without the hub. The training side of a step is measured with fixed completions of exactly the given
 length (teacher forward + student forward/backward + AdamW + EMA update), because a random model's rollouts have no
-meaningful length; rollout time is measured separately with HF generate forced to the full length.
+meaningful length; rollout time is measured separately with HF generate forced to the full length. The table comes
+under a line naming the machine (`sdft_core.io.machine_header`: GPU, CPU, torch build and threads, Python, date).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from accelerate import Accelerator
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from sdft_core.config import TrainConfig
+from sdft_core.io import machine_header
 from sdft_core.rollout import left_pad
 from sdft_core.teacher import Teacher
 from sdft_core.train import Loop, distillation_step, likelihood_step
@@ -114,6 +116,7 @@ def main() -> None:
     parser.add_argument("--no-rollout", action="store_true", help="skip the generation timing")
     args = parser.parse_args()
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(machine_header())
     print(f"{device_name}; bf16 weights (CPU: float32), EMA teacher float32, gradient checkpointing, "
           f"batch {args.batch} (micro {args.micro_batch}), prompt {args.prompt_length} tokens, KL chunk {args.chunk}")
     print("| config | completion | SFT s/step | SDFT train s/step (chunked) | SDFT peak GB chunked | "

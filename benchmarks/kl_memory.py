@@ -6,7 +6,8 @@
 Each configuration runs in a fresh subprocess and reports its peak resident memory (ru_maxrss) minus the memory of
 the same process after building its inputs, so what is measured is what the loss itself allocates. The unchunked loss
 holds several [B, T, V] float32 tensors at once (O(T·V)); the chunked one recomputes one chunk's logits at a time in
-backward (O(chunk·V)). Also times the EMA teacher update of the embedded model (135M parameters).
+backward (O(chunk·V)). Also times the EMA teacher update of the embedded model (135M parameters). The table comes
+under a line naming the machine (`sdft_core.io.machine_header`), as a child process sees it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ def measure_ema(repeats: int = 5) -> dict:
     return {"seconds_per_update": (time.perf_counter() - started) / repeats, "parameters": parameters}
 
 
+def machine() -> dict:
+    """The machine line, from a child like the measured ones (the parent does not import torch)."""
+    from sdft_core.io import machine_header
+
+    return {"header": machine_header()}
+
+
 def run_child(arguments: list[str]) -> dict:
     output = subprocess.run([sys.executable, __file__, *arguments], check=True, capture_output=True, text=True)
     return json.loads(output.stdout.strip().splitlines()[-1])
@@ -71,7 +79,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     parser.add_argument("--chunk", type=int, default=128)
     parser.add_argument("--no-ema", action="store_true", help="skip the EMA timing (it loads the embedded model)")
-    parser.add_argument("--child", choices=["loss", "ema"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["loss", "ema", "machine"], help=argparse.SUPPRESS)
     parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--unchunked", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -82,9 +90,13 @@ def main() -> None:
     if args.child == "ema":
         print(json.dumps(measure_ema()))
         return
+    if args.child == "machine":
+        print(json.dumps(machine()))
+        return
 
     shape = ["--batch", str(args.batch), "--hidden", str(args.hidden), "--vocab", str(args.vocab),
              "--chunk", str(args.chunk)]
+    print(run_child(["--child", "machine"])["header"])
     print(f"Full-vocabulary KL, forward + backward: B={args.batch}, H={args.hidden}, V={args.vocab}, "
           f"chunk={args.chunk}, float32, CPU")
     print("| completion length | logits B·T·V (MB) | unchunked peak (MB) | chunked peak (MB) | ratio | "

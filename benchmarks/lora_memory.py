@@ -27,6 +27,7 @@ from pathlib import Path
 from experiments import paper_scale
 from experiments.paper_scale import GPU_SIZES_GB, HEADROOM_FRACTION, PARTS, memory_per_gpu, parameter_counts
 from sdft_core.config import TrainConfig
+from sdft_core.io import machine_header
 
 __all__ = ["budgets", "main", "parameter_counts"]
 
@@ -72,7 +73,8 @@ def main() -> None:
     base, adapter = parameter_counts(args.config, args.rank)
     vllm = not args.no_vllm
     print("Arithmetic from parameter counts (models built on the meta device): no GPU is used and nothing is "
-          "measured, so the machine and the torch version do not enter. Assumptions: experiments/paper_scale.py.\n")
+          "measured, so the machine and the torch version do not enter. Assumptions: experiments/paper_scale.py.")
+    print(machine_header(measured=False) + "\n")
     print(f"## Memory per GPU: {Path(args.config).stem}, {base / 1e9:.2f} B parameters; LoRA rank {args.rank} on "
           f"{', '.join(TrainConfig().lora_target_modules)}: {adapter / 1e6:.1f} M trainable "
           f"({100 * adapter / base:.2f}%); {'with' if vllm else 'without'} a colocated vLLM engine\n")

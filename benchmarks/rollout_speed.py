@@ -18,6 +18,11 @@ batches it is bound by memory, not arithmetic. "kit / floor" says how far the ki
 The teacher pass is the one of benchmarks/step_time.py: 8 of the batch-8 completions behind the teacher's context
 (the article, then the paper's template with the demonstration), through `train.completion_hidden` as the training
 step runs it, with the model's own kernels and under `inference_kernels` (pre-packed weights, grouped-query SDPA).
+
+The tables come under a line naming the machine (`sdft_core.io.machine_header`: CPU model, cores, torch threads, the
+torch build and its threading backend, MKL and oneDNN, Python, commit, date): the speed-ups move with all of these
+(two 2-core machines gave the kit's decoder 2.12x and 1.46x over `generate`), so compare only numbers printed under
+the same header.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from contextlib import nullcontext
 import torch
 
 from sdft_core.forward import completion_hidden, with_teacher_prompts
+from sdft_core.io import machine_header
 from sdft_core.model import EMBEDDED_MODEL, load_model, load_tokenizer
 from sdft_core.prompts import student_prompt_ids, teacher_prompt_ids
 from sdft_core.rollout import generate, inference_kernels, left_pad, prepacked_linears
@@ -74,6 +80,7 @@ def main() -> None:
     weight_bytes = 4 * (body + lm_head)
     passes = {(rows, packed): linear_pass_seconds(model, rows, packed) for rows in (8, 2048) for packed in (False, True)}
     rate, read_rate = 2 * 2048 * (body + lm_head) / passes[2048, True], weight_read_rate(model)
+    print(machine_header())
     print(f"Embedded model (SmolLM2-135M, float32, CPU, {torch.get_num_threads()} threads), knowledge questions, "
           f"≤ {args.max_new_tokens} new tokens at temperature {args.temperature}; best of {args.repeats}; "
           f"large-matmul rate {rate / 1e9:.0f} GFLOP/s, weight reads {read_rate / 1e9:.0f} GB/s")

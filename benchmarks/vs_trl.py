@@ -5,6 +5,11 @@ do the same computation.
     python benchmarks/vs_trl.py --steps 6 --repeats 3 --max-new-tokens 64
     python benchmarks/vs_trl.py --model /tmp/tiny --steps 2 --repeats 1    # smoke test on a tiny model
 
+The table comes under a line naming the machine (`sdft_core.io.machine_header`: CPU model, cores, torch threads, the
+torch build and its threading backend, MKL and oneDNN, Python, commit, date), as the measured processes see it: the
+ratio moves with all of these (two 2-core machines gave TRL / ours 1.47x and 1.20x), so compare only numbers printed
+under the same header.
+
 Each run is one trainer in a fresh subprocess, so its peak resident memory (ru_maxrss) is its own. The first optimizer
 step of every run is a warm-up and is not timed. Runs alternate (ours, TRL, ours, TRL, ...) so that a machine shared
 with other work slows both alike; the ratio is computed from medians. Our step time is `seconds_step` from
@@ -202,6 +207,7 @@ def child_ours(model: str, steps: int, batch: int, max_new_tokens: int, teacher_
                decoder: str = "kit") -> dict:
     import torch
 
+    from sdft_core.io import machine_details
     from sdft_core.model import load_tokenizer
     from sdft_core.train import train
 
@@ -214,7 +220,8 @@ def child_ours(model: str, steps: int, batch: int, max_new_tokens: int, teacher_
     return {"threads": torch.get_num_threads(), "peak_rss_mb": summary["peak_rss_mb"],
             "rss_after_imports_mb": after_imports,
             "steps": [{key: row[key] for key in ("seconds_step", "completion_length", "stopped_fraction", "loss")}
-                      for row in rows]}
+                      for row in rows],
+            "machine": machine_details()}  # after the run: nothing of it is timed
 
 
 def child_trl(model: str, steps: int, batch: int, max_new_tokens: int, teacher_context: str, output: str,
@@ -307,6 +314,9 @@ def main() -> None:
     step = {name: statistics.median(timed(name, "seconds_step")) for name in IMPLEMENTATIONS}
     peak = {name: max(run["peak_rss_mb"] for run in results[name]) for name in IMPLEMENTATIONS}
     label = "embedded SmolLM2-135M-Instruct" if args.model in (None, EMBEDDED_MODEL) else model
+    from sdft_core.io import machine_header
+
+    print(machine_header(results["ours"][0]["machine"]))
     print(f"SDFT step, ours vs TRL {_trl_version()} SDFTTrainer: {label}, float32, CPU, "
           f"{results['ours'][0]['threads']} threads; knowledge task, teacher context {args.teacher_context!r}; "
           f"batch {args.batch}, 1 rollout per prompt, completions ≤ {args.max_new_tokens} tokens; full-vocabulary "

@@ -479,9 +479,11 @@ def step_costs(steps: list, tasks: dict[str, TaskShape] | None = None, parameter
 
 
 def figure_targets(steps: list) -> list[str]:
-    """The plan's final targets: steps no other step needs (its figures, tables and pre-flight reports)."""
-    needed = {name for step in steps for name in step.after}
-    return [step.name for step in steps if step.name not in needed]
+    """The plan's final targets: steps no other step needs (its figures, tables and pre-flight reports), the results
+    report aside (it runs after all of them and computes nothing of its own)."""
+    report = [step for step in steps if step.notebook == "results_report"]
+    needed = {name for step in steps if step not in report for name in step.after}
+    return [step.name for step in steps if step.name not in needed and step not in report]
 
 
 def _summary(costs: list[StepCost]) -> dict[str, float]:

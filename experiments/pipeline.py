@@ -27,7 +27,7 @@ import papermill
 
 from experiments import executors
 from experiments.paper_scale import gpu_hours_table, step_costs
-from experiments.plans import DEFAULT_RESULTS, PROFILES, Step, steps_needed_for
+from experiments.plans import DEFAULT_RESULTS, PROFILES, REPORT_FILE, Step, steps_needed_for
 from sdft_core.io import fingerprint, provenance, read_json, write_json, write_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -250,8 +250,10 @@ def run_steps(steps: list[Step], state_dir: Path, executed_dir: Path, log_output
 
 
 def tables_written_since(results: Path, since: float) -> list[Path]:
-    """The tables (*.md) in `results` modified at or after `since` (a time.time()), provenance.md aside."""
-    return sorted(p for p in results.glob("*.md") if p.stat().st_mtime >= since and p.name != "provenance.md")
+    """The tables (*.md) in `results` modified at or after `since` (a time.time()), provenance.md and the results
+    report (REPORT.md, which gathers the tables) aside."""
+    return sorted(p for p in results.glob("*.md")
+                  if p.stat().st_mtime >= since and p.name not in ("provenance.md", REPORT_FILE))
 
 
 def write_provenance(state_dir: Path) -> None:
@@ -331,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     print_new_tables(results, wall_clock)
     print(f"Results are in {results.relative_to(REPO) if results.is_relative_to(REPO) else results}/ "
           f"(tables *.md/*.csv, figures *.png/*.pdf, executed notebooks in notebooks/, where and when each step "
-          f"ran in provenance.md).")
+          f"ran in provenance.md" + (f"; all of it in {REPORT_FILE}" if (results / REPORT_FILE).exists() else "")
+          + ").")
 
 
 def print_new_tables(results: Path, since: float, at_most: int = 3) -> None:

@@ -12,6 +12,10 @@ Profiles:
 - "smoke": the demo's steps on a tiny configuration (tests, CI);
 - "paper_dry_run": the paper profile's code path with the embedded model at smoke sizes on a CPU (tests, CI).
 
+Every profile but "demo" ends with the results report (REPORT_STEP, experiments/results_report.py): REPORT.md in the
+results folder, every figure and table with its command and provenance. The demo writes into the tiny profile's
+folder, whose report is the tiny profile's.
+
 Seeds (paper B.2: "3 random seeds … mean performance"): every training run of a plan is trained once per seed of
 the plan (DEFAULT_SEEDS unless the profile or `--seeds` says otherwise) and every evaluation of a trained model is
 taken per seed; figures and tables report the mean and its 95% CI. Seed 0 keeps the plain run name and seed s > 0
@@ -162,6 +166,23 @@ SMOKE_KNOWLEDGE = {
 }
 
 
+# The notebooks that write figures or tables into the results folder: the results report lists every step of theirs.
+FIGURE_NOTEBOOKS = ("knowledge_report", "preflight", "recipe_search", "compare_runs", "fig2_kl_to_base",
+                    "fig3_sequential", "fig4_pareto", "fig5_pass_at_k", "fig5_scale", "table2_answer_only",
+                    "teaching_one_sdft_step")
+REPORT_STEP = "results_report"
+REPORT_FILE = "REPORT.md"  # what it writes into the results folder
+
+
+def with_report(plan: Plan, profile: str, targets: list[str]) -> list[Step]:
+    """The steps `targets` need, in dependency order, then the results report of `profile` (REPORT_STEP): it runs
+    after every step of a FIGURE_NOTEBOOKS notebook and every target, and lists them (its `after`)."""
+    steps = plan.restricted_to(targets)
+    listed = tuple(step.name for step in steps if step.notebook in FIGURE_NOTEBOOKS or step.name in targets)
+    plan.add(REPORT_STEP, "results_report", {"profile": profile, "seeds": list(plan.seeds)}, listed)
+    return steps + [plan.steps[REPORT_STEP]]
+
+
 def evaluations_done(*groups: list[str]) -> tuple[str, ...]:
     """The evaluate steps behind lists of evaluation names (a figure's dependencies)."""
     return tuple(f"eval_{name}" for names in groups for name in names)
@@ -267,6 +288,11 @@ BASE_MODEL = "embedded:smollm2-135m-instruct"
 
 def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...] = DEFAULT_SEEDS) -> list[Step]:
     plan = Plan(results_dir, seeds)
+    return with_report(plan, "tiny", tiny_figures(plan, sizes))
+
+
+def tiny_figures(plan: Plan, sizes: Sizes) -> list[str]:
+    """Add the tiny profile's steps at `sizes` to `plan`; returns its figure and table steps."""
     limit, evaluation = sizes.train_limit, sizes.evaluation
     knowledge_evaluation = {**evaluation, "max_general_prompts": 2} if evaluation else {}
     figures = [knowledge_report_step(plan, sizes.knowledge, knowledge_evaluation, sizes.preflight)]
@@ -434,7 +460,7 @@ def tiny_plan(results_dir: str, sizes: Sizes = TINY_SIZES, seeds: tuple[int, ...
                             evaluations_done(*rows.values())))
     figures.append(plan.add("teaching_one_sdft_step", "teaching_one_sdft_step",
                             {"max_new_tokens": 8} if evaluation else {}))
-    return plan.restricted_to(figures)
+    return figures
 
 
 # --- The paper profile: Qwen2.5-7B-Instruct on GPUs, the paper's sweeps (Tables 3 and 4) -----------------------
@@ -542,7 +568,8 @@ PAPER_DRY_RUN = PaperScale(
     skill_max_new_tokens=8, knowledge=False)
 
 
-def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS, scale: PaperScale = PAPER) -> list[Step]:
+def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS, scale: PaperScale = PAPER,
+               profile: str = "paper") -> list[Step]:
     """The paper's experiments at paper scale: Table 1, Fig. 4 and Table 5 with the paper's sweeps, SDFT as the
     authors ran it, and SDFT as written as an ablation beside it in Fig. 4. Needs GPUs, the `gpu` extra, the hub, and
     the datasets built by data_prep (README "Data preparation"). Every training step runs through `accelerate
@@ -579,7 +606,7 @@ def paper_plan(results_dir: str, seeds: tuple[int, ...] = DEFAULT_SEEDS, scale: 
                                 + tuple(f"prior_{name}" for name in plan.over_seeds(ablation))))
     if scale.knowledge:
         figures += _paper_knowledge(plan, scale)
-    return plan.restricted_to(figures)
+    return with_report(plan, profile, figures)
 
 
 def _paper_knowledge(plan: Plan, scale: PaperScale) -> list[str]:
@@ -609,7 +636,7 @@ def _paper_knowledge(plan: Plan, scale: PaperScale) -> list[str]:
 
 def paper_dry_run_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:
     """The paper profile's code path on this CPU (PAPER_DRY_RUN); minutes, one seed by default."""
-    return paper_plan(results_dir, seeds, PAPER_DRY_RUN)
+    return paper_plan(results_dir, seeds, PAPER_DRY_RUN, "paper_dry_run")
 
 
 def demo_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:
@@ -623,14 +650,13 @@ def smoke_plan(results_dir: str, seeds: tuple[int, ...] = (0,)) -> list[Step]:
     accuracy (B.1) on a two-point learning-rate grid. One seed by default (tests: tests/test_experiments.py checks
     the seed fan-out of the step graph, tests/test_report.py the mean ± CI over seeds)."""
     plan = Plan(results_dir, seeds)
-    tiny = tiny_plan(results_dir, SMOKE_SIZES, seeds)
-    plan.steps.update({step.name: step for step in tiny})
+    figures = tiny_figures(plan, SMOKE_SIZES)
     on_cpu = {**SMOKE_SIZES.evaluation, "base_model": BASE_MODEL, "dtype": "float32", "device": "cpu",
               "measure_forgetting": False}
     selection = sweep(plan, "extraction_sweep_sft", TINY_SKILL,
                       {**SMOKE_SIZES.skill_runs["sft"], **SMOKE_SIZES.train_limit}, {"learning_rate": [1e-4, 3e-4]},
                       "val", None, ["test"], on_cpu)
-    return plan.restricted_to([step.name for step in tiny] + [selection])
+    return with_report(plan, "smoke", figures + [selection])
 
 
 PROFILES = {"demo": demo_plan, "smoke": smoke_plan, "tiny": tiny_plan, "paper": paper_plan,

@@ -121,6 +121,79 @@ def machine() -> str:
     return cpu
 
 
+def machine_details() -> dict:
+    """What a timing depends on, for the benchmark tables and their result files: the CPU model (/proc/cpuinfo, else
+    platform.processor()) and its vector extension as torch uses it, the cores (all, and those this process may run
+    on), torch's threads, the torch build (version, CUDA or CPU-only, ATen's threading backend, MKL, oneDNN), the GPU
+    if any, Python, transformers, the commit and the date. Same CPU model, different numbers? Compare the rest."""
+    import re
+
+    cpu, variant = platform.processor() or platform.machine(), None
+    try:  # the first processor's fields; a virtual machine's model name can be as vague as "AMD EPYC"
+        fields: dict[str, str] = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        cpu = fields.get("model name") or cpu
+        if "cpu family" in fields and "model" in fields:
+            variant = f"family {fields['cpu family']} model {fields['model']}"
+            if fields.get("cpu MHz"):
+                variant += f", {float(fields['cpu MHz']):.0f} MHz"
+    except (OSError, ValueError):
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        usable = os.cpu_count()
+    info = torch.__config__.parallel_info()
+
+    def found(pattern: str) -> str | None:
+        match = re.search(pattern, info)
+        return match.group(1).strip() if match else None
+
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        capability = None
+    try:
+        from importlib.metadata import version
+
+        transformers_version = version("transformers")
+    except Exception:  # noqa: BLE001 - not installed: say so
+        transformers_version = None
+    cuda = torch.cuda.is_available()
+    stamp = provenance()
+    return {"cpu": cpu, "cpu_variant": variant, "cpu_capability": capability, "arch": platform.machine(),
+            "cpu_cores": os.cpu_count(), "cpu_cores_usable": usable, "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "parallel_backend": found(r"ATen parallel backend: *(.+)"),
+            "mkl": found(r"Math Kernel Library Version ([\w.]+)") if torch.backends.mkl.is_available() else None,
+            "onednn": found(r"MKL-DNN (v[\w.]+)") if torch.backends.mkldnn.is_available() else None,
+            "gpu": torch.cuda.get_device_name(0) if cuda else None,
+            "gpu_count": torch.cuda.device_count() if cuda else 0, "python": platform.python_version(),
+            "transformers": transformers_version, "os": platform.platform(), "commit": stamp["commit"],
+            "date": stamp["date"]}
+
+
+def machine_header(details: dict | None = None, measured: bool = True) -> str:
+    """`machine_details()` as the line every benchmark prints above its table (and stores with its results).
+    measured=False: a table of arithmetic, which names the machine only to say nothing was measured on it."""
+    d = details or machine_details()
+    usable = d["cpu_cores_usable"]
+    cores = f"{d['cpu_cores']} cores" + (f" ({usable} usable)" if usable != d["cpu_cores"] else "")
+    build = f"CUDA {d['cuda']} build" if d["cuda"] else "CPU-only build"
+    libraries = ", ".join([f"{d['parallel_backend'] or 'unknown'} threading",
+                           f"MKL {d['mkl']}" if d["mkl"] else "no MKL",
+                           f"oneDNN {d['onednn']}" if d["onednn"] else "no oneDNN"])
+    gpu = f"; GPU {d['gpu']} x{d['gpu_count']}" if d["gpu"] else ""
+    kind = "Machine" if measured else "Machine (arithmetic only: nothing in this table is measured on it)"
+    about = "; ".join(part for part in (d.get("cpu_variant"), d["arch"], d["cpu_capability"]) if part)
+    return (f"{kind}: CPU {d['cpu']} ({about}), "
+            f"{cores}, torch threads {d['torch_threads']} (inter-op {d['torch_interop_threads']}){gpu}; "
+            f"torch {d['torch']} ({build}; {libraries}); Python {d['python']}; transformers {d['transformers']}; "
+            f"{d['os']}; commit {d['commit']}; {d['date']}")
+
+
 def provenance(seconds: float | None = None) -> dict:
     """Which commit ("+changes" when tracked files outside results/ differ from it), machine and date produced a
     result, and in how many seconds; stored with every training summary, evaluation and pipeline step."""
@@ -138,9 +211,3 @@ def use_hub_offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-
-def save_figure(fig, path_stem: str | Path) -> None:
-    """A matplotlib figure as <path_stem>.png and .pdf."""
-    Path(path_stem).parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("png", "pdf"):
-        fig.savefig(f"{path_stem}.{suffix}", bbox_inches="tight", dpi=150)

@@ -28,8 +28,8 @@ from matplotlib.patches import Rectangle
 
 from sdft_core.data import Example
 from sdft_core.forward import completion_hidden, loss_weights, with_teacher_prompts
-from sdft_core.io import save_figure
 from sdft_core.loss import Divergence, distillation_loss, stepwise_divergence
+from sdft_core.plotting import SIGN_COLOURS, save_figure, style
 from sdft_core.prompts import TruncationCounter, student_prompt_ids, teacher_prompt_ids
 from sdft_core.rollout import Batch, HFSampler, eos_token_ids
 from sdft_core.teacher import Teacher
@@ -379,24 +379,25 @@ def plot_token_heatmap(pieces: list[str], values, *, label: str, title: str = ""
     lines = (boxes[-1][1] + 1) if boxes else 1
     title_height, text_height, bar_height = (0.35 if title else 0.1), lines * line_height + 0.1, 0.6
     height = title_height + text_height + bar_height
-    fig = plt.figure(figsize=(width, height))
-    ax = fig.add_axes((0, bar_height / height, 1, text_height / height))
-    ax.set_xlim(0, width)
-    ax.set_ylim(text_height, 0)
-    ax.axis("off")
-    for (x, line, box_width, shown), value in zip(boxes, values):
-        colour = colormap(norm(value))
-        top = 0.05 + line * line_height
-        ax.add_patch(Rectangle((x, top + 0.1 * line_height), box_width, 0.8 * line_height, facecolor=colour,
-                               edgecolor="0.75", linewidth=0.3))
-        luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-        ax.text(x + box_width / 2, top + 0.5 * line_height, shown, ha="center", va="center", fontproperties=font,
-                color="white" if luminance < 0.5 else "black", parse_math=False)
-    if title:
-        fig.text(0.5, 1 - 0.5 * title_height / height, title, ha="center", va="center", fontsize=fontsize + 1)
-    cax = fig.add_axes((0.25, 0.32 / height, 0.5, 0.12 / height))
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=colormap), cax=cax, orientation="horizontal", label=label,
-                 extend="neither")
+    with style():
+        fig = plt.figure(figsize=(width, height))
+        ax = fig.add_axes((0, bar_height / height, 1, text_height / height))
+        ax.set_xlim(0, width)
+        ax.set_ylim(text_height, 0)
+        ax.axis("off")
+        for (x, line, box_width, shown), value in zip(boxes, values):
+            colour = colormap(norm(value))
+            top = 0.05 + line * line_height
+            ax.add_patch(Rectangle((x, top + 0.1 * line_height), box_width, 0.8 * line_height, facecolor=colour,
+                                   edgecolor="0.75", linewidth=0.3))
+            luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+            ax.text(x + box_width / 2, top + 0.5 * line_height, shown, ha="center", va="center", fontproperties=font,
+                    color="white" if luminance < 0.5 else "black", parse_math=False)
+        if title:
+            fig.text(0.5, 1 - 0.5 * title_height / height, title, ha="center", va="center", fontsize=fontsize + 1)
+        cax = fig.add_axes((0.25, 0.32 / height, 0.5, 0.12 / height))
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=colormap), cax=cax, orientation="horizontal", label=label,
+                     extend="neither")
     return fig
 
 
@@ -406,24 +407,26 @@ def plot_step_effect(before: TokenScores, after: TokenScores, title: str = ""):
     changes = token_changes(before, after)
     positions = range(len(changes))
     labels = [display_piece(p) for p in changes.token]
-    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.22 * len(changes)), 5.5), sharex=True)
-    axes[0].plot(positions, changes["divergence before"], marker="o", ms=3, label="before the step")
-    axes[0].plot(positions, changes["divergence after"], marker="o", ms=3, label="after the step")
-    axes[0].set_ylabel(f"{before.divergence_label}\n(nats)")
-    axes[0].legend()
-    colours = ["tab:blue" if r > 0 else "tab:red" for r in changes.reward]
-    axes[1].bar(positions, changes["Δ student_logp"], color=colours)
-    axes[1].axhline(0, color="0.3", linewidth=0.8)
-    axes[1].set_ylabel("Δ log π_θ(y_t)\n(blue: r_t > 0, red: r_t < 0)")
-    axes[1].set_xticks(list(positions), labels, rotation=90, fontfamily="DejaVu Sans Mono", fontsize=8)
-    if title:
-        axes[0].set_title(title)
-    fig.tight_layout()
+    with style():
+        fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.22 * len(changes)), 5.5), sharex=True)
+        axes[0].plot(positions, changes["divergence before"], marker="o", ms=3, label="before the step")
+        axes[0].plot(positions, changes["divergence after"], marker="o", ms=3, label="after the step")
+        axes[0].set_ylabel(f"{before.divergence_label}\n(nats)")
+        axes[0].legend()
+        colours = [SIGN_COLOURS["positive"] if r > 0 else SIGN_COLOURS["negative"] for r in changes.reward]
+        axes[1].bar(positions, changes["Δ student_logp"], color=colours)
+        axes[1].axhline(0, color="0.3", linewidth=0.8)
+        axes[1].set_ylabel("Δ log π_θ(y_t)\n(blue: r_t > 0, red: r_t < 0)")
+        axes[1].set_xticks(list(positions), labels, rotation=90, fontfamily="DejaVu Sans Mono", fontsize=8)
+        if title:
+            axes[0].set_title(title)
+        fig.tight_layout()
     return fig
 
 
 def save_and_show(fig, path_stem: str | Path):
-    """Save the figure (PNG and PDF, `sdft_core.io.save_figure`), close it, and return the PNG for the notebook to show."""
+    """Save the figure (PNG and PDF, `sdft_core.plotting.save_figure`), close it, and return the PNG for the notebook
+    to show."""
     save_figure(fig, path_stem)
     plt.close(fig)
     return Image(filename=f"{path_stem}.png")

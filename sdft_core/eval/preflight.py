@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from sdft_core.data import Example
 from sdft_core.eval.evaluate import generate_batched, generate_texts
 from sdft_core.forward import completion_hidden, with_teacher_prompts
-from sdft_core.io import write_json, write_text
-from sdft_core.io import save_figure
+from sdft_core.io import read_json, write_json, write_text
 from sdft_core.loss import Divergence
+from sdft_core.plotting import OTHER_COLOURS, PERCENT, SIGN_COLOURS, caption, limit_axis, n_label, save_figure, style
 from sdft_core.prompts import encode, student_prompt_ids, teacher_prompt_ids
 from sdft_core.rollout import Batch, generate, left_pad, right_pad
 
@@ -360,33 +360,58 @@ def run_preflight(model, tokenizer, task, template: str = "paper", contexts: lis
 
 
 def plot_preflight(result: Preflight, title: str = ""):
-    """Left: greedy accuracy per context (the teacher ceiling). Middle: the demonstration's log-prob per token.
-    Right: mean reward of Eq. 3 on answer positions vs elsewhere, and the share of rollouts reaching one."""
+    """Left: greedy accuracy per context (the teacher ceiling), in % of the training prompts. Middle: the
+    demonstration's log-prob per token. Right: mean reward of Eq. 3 on answer positions vs elsewhere, and the share of
+    rollouts reaching one. One measurement per context on the same prompts (no seeds: no intervals)."""
     table = result.table
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    labels = [label.replace("_and_", " + ").replace("student (question only)", "student") for label in table.index]
+    prompts = len(result.details.get("examples", [])) or None
+    rollouts = result.signal.get("rollouts")
+    labels = [label.replace("_and_", " + ").replace("student (question only)", "student\n(question only)")
+              for label in table.index]
     metrics = [c for c in table.columns if c not in ("demonstration log-prob per token", "answer tokens")]  # shares
     width = 0.8 / len(metrics)
-    for k, metric in enumerate(metrics):
-        axes[0].bar([i + k * width for i in range(len(table))], 100 * table[metric], width, label=metric)
-    axes[0].set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(table))], labels, rotation=20,
-                       ha="right")
-    axes[0].set_ylabel("greedy accuracy on training prompts (%)")
-    axes[0].legend(fontsize=8)
-    axes[1].bar(range(len(table)), table["demonstration log-prob per token"], color="tab:purple")
-    axes[1].set_xticks(range(len(table)), labels, rotation=20, ha="right")
-    axes[1].set_ylabel("log π(demonstration | context) per token")
-    signal = result.signal
-    axes[2].bar(["answer positions", "elsewhere"],
-                [signal["mean reward on answer positions"], signal["mean reward elsewhere"]], color=["tab:red",
-                                                                                                    "tab:gray"])
-    axes[2].axhline(0, color="black", linewidth=0.8)
-    axes[2].set_ylabel("mean reward r_t (Eq. 3) on student rollouts")
-    axes[2].set_title(f"{100 * signal['rollouts reaching an answer position']:.0f}% of rollouts reach an answer "
-                      f"position", fontsize=9)
-    fig.suptitle(title or "Pre-flight: will SDFT work here?")
-    fig.tight_layout()
+    with style():
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), gridspec_kw={"width_ratios": [1.5, 1, 0.8]})
+        for k, metric in enumerate(metrics):
+            x = [i + (k - (len(metrics) - 1) / 2) * width for i in range(len(table))]
+            axes[0].bar(x, 100 * table[metric], width * 0.95, label=metric, color=OTHER_COLOURS[k % len(OTHER_COLOURS)],
+                        zorder=2)
+            for position, value in zip(x, 100 * table[metric]):  # the number, so that a 0 shows too
+                axes[0].text(position, value + 1.5, f"{value:.0f}", ha="center", va="bottom", fontsize=6.5,
+                             color="0.3")
+        axes[0].set_xticks(range(len(table)), labels, rotation=15, ha="right")
+        limit_axis(axes[0], PERCENT, full=True)
+        axes[0].set_ylabel("share of the training prompts (%)")
+        axes[0].set_title("Teacher ceiling: greedy answers per context", fontsize=9.5)
+        axes[0].legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(metrics))
+        axes[1].bar(range(len(table)), table["demonstration log-prob per token"], color="#6A3D9A", zorder=2)
+        axes[1].set_xticks(range(len(table)), labels, rotation=15, ha="right")
+        axes[1].set_ylabel("log π(demonstration | context), per token")
+        axes[1].set_title("How likely the demonstration becomes", fontsize=9.5)
+        signal = result.signal
+        rewards = [signal["mean reward on answer positions"], signal["mean reward elsewhere"]]
+        axes[2].bar(["answer\npositions", "elsewhere"], rewards, 0.6, zorder=2,
+                    color=[SIGN_COLOURS["positive"] if r > 0 else SIGN_COLOURS["negative"] for r in rewards])
+        axes[2].axhline(0, color="black", linewidth=0.8)
+        axes[2].set_ylabel("mean reward r_t (Eq. 3) on student rollouts")
+        axes[2].set_title(f"{100 * signal['rollouts reaching an answer position']:.0f}% of rollouts reach an answer "
+                          f"position", fontsize=9.5)
+        size = n_label(None, prompts, "training prompts") + (f", {rollouts} rollouts" if rollouts else "")
+        fig.suptitle((title or "Pre-flight: will SDFT work here?") + (f" ({size})" if prompts else ""))
+        fig.tight_layout()
+        caption(fig, f"Verdict: {result.details.get('verdict') or result.verdict}", fontsize=7.5)
     return fig
+
+
+def load_preflight(path_stem: str | Path) -> Preflight:
+    """A Preflight back from what `save_preflight` wrote (<stem>.csv: the table in its order; <stem>.json: the rest;
+    the per-token rows stay in <stem>_tokens.csv): to draw its figure again without running the model."""
+    saved = read_json(f"{path_stem}.json")
+    table = pd.read_csv(f"{path_stem}.csv", index_col=0)
+    table.index.name = "context"
+    return Preflight(table, saved["signal"], saved["best_context"], "correct",
+                     {"answers": saved.get("answers", {}), "examples": saved.get("examples", []),
+                      "verdict": saved.get("verdict")})  # as written then (the rules may have changed since)
 
 
 def save_preflight(result: Preflight, path_stem: str | Path, title: str = "") -> None:
