@@ -8,9 +8,11 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable
 
@@ -107,15 +109,23 @@ def changed_sources(cwd: Path | None = None) -> list[str]:
     return [line.split(maxsplit=1)[1] for line in status.splitlines()]  # "XY path", X or Y may be blank
 
 
-def machine() -> str:
-    """The processor (and GPU, if one is used) in words, e.g. "x86_64, 2 cores (AMD EPYC 7B13)"."""
-    cpu = platform.processor() or platform.machine()
+def cpu_fields() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ("model name", "cpu family", ...); empty where there is none."""
+    fields: dict[str, str] = {}
     try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = f"{platform.machine()}, {os.cpu_count()} cores ({names[0]})" if names else cpu
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def machine() -> str:
+    """The processor (and GPU, if one is used) in words, e.g. "x86_64, 2 cores (AMD EPYC 7B13)"."""
+    name = cpu_fields().get("model name")
+    cpu = (f"{platform.machine()}, {os.cpu_count()} cores ({name})" if name
+           else platform.processor() or platform.machine())
     if torch.cuda.is_available():
         cpu += f"; GPU {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
     return cpu
@@ -126,21 +136,14 @@ def machine_details() -> dict:
     platform.processor()) and its vector extension as torch uses it, the cores (all, and those this process may run
     on), torch's threads, the torch build (version, CUDA or CPU-only, ATen's threading backend, MKL, oneDNN), the GPU
     if any, Python, transformers, the commit and the date. Same CPU model, different numbers? Compare the rest."""
-    import re
-
-    cpu, variant = platform.processor() or platform.machine(), None
-    try:  # the first processor's fields; a virtual machine's model name can be as vague as "AMD EPYC"
-        fields: dict[str, str] = {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-        cpu = fields.get("model name") or cpu
-        if "cpu family" in fields and "model" in fields:
-            variant = f"family {fields['cpu family']} model {fields['model']}"
-            if fields.get("cpu MHz"):
-                variant += f", {float(fields['cpu MHz']):.0f} MHz"
-    except (OSError, ValueError):
-        pass
+    fields = cpu_fields()  # a virtual machine's model name can be as vague as "AMD EPYC": family and model say more
+    cpu, variant = fields.get("model name") or platform.processor() or platform.machine(), None
+    if "cpu family" in fields and "model" in fields:
+        variant = f"family {fields['cpu family']} model {fields['model']}"
+        try:
+            variant += f", {float(fields['cpu MHz']):.0f} MHz"
+        except (KeyError, ValueError):
+            pass
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
@@ -156,10 +159,8 @@ def machine_details() -> dict:
     except (AttributeError, RuntimeError):
         capability = None
     try:
-        from importlib.metadata import version
-
         transformers_version = version("transformers")
-    except Exception:  # noqa: BLE001 - not installed: say so
+    except PackageNotFoundError:  # not installed: say so
         transformers_version = None
     cuda = torch.cuda.is_available()
     stamp = provenance()
