@@ -176,15 +176,19 @@ def markdown_table(frame: pd.DataFrame, max_rows: int = MAX_ROWS) -> str:
     return "\n".join(lines)
 
 
+def table_file(results: Path, stem: str) -> Path | None:
+    """The file a table is rendered from: <stem>.csv where there is one, else <stem>.md; None when neither exists."""
+    return next((path for path in (results / f"{stem}.csv", results / f"{stem}.md") if path.exists()), None)
+
+
 def render_table(results: Path, stem: str) -> tuple[str, str] | None:
     """(the file it came from, relative to `results`; the table in Markdown): from <stem>.csv where there is one,
     else <stem>.md as written; None when neither exists."""
-    csv, md = results / f"{stem}.csv", results / f"{stem}.md"
-    if csv.exists():
-        return f"{stem}.csv", markdown_table(pd.read_csv(csv))
-    if md.exists():
-        return f"{stem}.md", md.read_text().rstrip("\n")
-    return None
+    path = table_file(results, stem)
+    if path is None:
+        return None
+    table = markdown_table(pd.read_csv(path)) if path.suffix == ".csv" else path.read_text().rstrip("\n")
+    return path.relative_to(results).as_posix(), table
 
 
 def step_record(results: Path, name: str) -> dict | None:
@@ -226,7 +230,7 @@ def output_status(results: Path, step: Step, record: dict | None) -> str:
     "outputs present, no run record" or NOT_RUN."""
     outputs = step_outputs(step)
     present = [s for s in outputs.figures if (results / f"{s}.png").exists()] + \
-              [s for s in outputs.tables if render_table(results, s) is not None]
+              [s for s in outputs.tables if table_file(results, s) is not None]
     if record is not None:
         return "ran" if len(present) == len(outputs.figures) + len(outputs.tables) else "ran, outputs missing"
     return "outputs present, no run record" if present else NOT_RUN
